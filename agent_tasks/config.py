@@ -1,0 +1,35 @@
+"""The agent's configuration, from the environment (see README "Configuration")."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from globalhub.envconf import env_str
+from globalhub.protocol.events import DEFAULT_SPEC_TOPIC, DEFAULT_STATUS_TOPIC_PREFIX, status_topic, validate_hub_name
+from globalhub.protocol.kafka import KafkaSettings
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    hub_name: str
+    redis_url: str
+    kafka: KafkaSettings
+    spec_topic: str = DEFAULT_SPEC_TOPIC
+    status_topic_prefix: str = DEFAULT_STATUS_TOPIC_PREFIX
+
+    @property
+    def status_topic(self) -> str:
+        return status_topic(self.hub_name, self.status_topic_prefix)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> AgentConfig:
+        env = os.environ if environ is None else environ
+        return cls(
+            hub_name=validate_hub_name(env_str("HUB_NAME", "hub1", env)),
+            redis_url=env_str("REDIS_URL", "redis://127.0.0.1:56379/1", env),
+            kafka=KafkaSettings.from_env(env),
+            spec_topic=env_str("GH_SPEC_TOPIC", DEFAULT_SPEC_TOPIC, env),
+            status_topic_prefix=env_str("GH_STATUS_TOPIC_PREFIX", DEFAULT_STATUS_TOPIC_PREFIX, env),
+        )

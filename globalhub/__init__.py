@@ -1,0 +1,1 @@
+"""globalhub: the manager (Django project) and the wire protocol it shares with the agents."""

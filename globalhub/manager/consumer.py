@@ -1,0 +1,165 @@
+"""The status consumer loop: Kafka ``gh-status.*`` -> :func:`ingest_batch` -> PostgreSQL.
+
+Offsets: Kafka auto-commit and offset storage are off. The database is the only offset authority: positions are
+written with the data (:mod:`globalhub.manager.ingest.pipeline`) and every assigned partition starts from its stored
+position (or from the beginning of a hub's topic never read before). On a database failure the batch is rolled
+back and retried with backoff until it succeeds: the consumer never skips a message.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+from django.db import DatabaseError, close_old_connections, connection
+
+from globalhub.manager.ingest.pipeline import BatchStats, ingest_batch, stored_positions
+from globalhub.manager.ingest.records import Record
+from globalhub.protocol.events import status_topic_pattern
+from globalhub.protocol.kafka import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ConsumerOptions:
+    group_id: str
+    topic_prefix: str
+    batch_size: int = 500
+    poll_timeout: float = 1.0
+    topic_refresh_ms: int = 5000
+    retry_initial: float = 0.5
+    retry_max: float = 30.0
+
+
+class StatusConsumer:
+    """Consumes every hub's status topic until :meth:`stop` is called (e.g. from a SIGTERM handler)."""
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        options: ConsumerOptions,
+        ingest: Callable[..., BatchStats] = ingest_batch,
+    ) -> None:
+        self._options = options
+        self._ingest = ingest
+        self._stopping = threading.Event()
+        config = settings.client_config()
+        config.update(
+            {
+                "group.id": options.group_id,
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": "earliest",
+                "topic.metadata.refresh.interval.ms": options.topic_refresh_ms,
+                "metadata.max.age.ms": max(options.topic_refresh_ms * 3, 1000),
+                "fetch.message.max.bytes": 10 * 1024 * 1024,
+                "max.partition.fetch.bytes": 10 * 1024 * 1024,
+            }
+        )
+        self._consumer = Consumer(config)
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def run(self) -> None:
+        pattern = status_topic_pattern(self._options.topic_prefix)
+        self._consumer.subscribe([pattern], on_assign=self._on_assign, on_revoke=self._on_revoke)
+        log.info("status consumer started: group=%s pattern=%s", self._options.group_id, pattern)
+        try:
+            while not self._stopping.is_set():
+                messages = self._consumer.consume(self._options.batch_size, self._options.poll_timeout)
+                records = self._records(messages)
+                if records:
+                    self._ingest_with_retry(records)
+        finally:
+            self._consumer.close()
+            connection.close()
+            log.info("status consumer stopped")
+
+    def _records(self, messages: Sequence[Message]) -> list[Record]:
+        records = []
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    log.warning("kafka consumer error: %s", error)
+                continue
+            records.append(
+                Record(
+                    topic=message.topic() or "",
+                    partition=message.partition() or 0,
+                    offset=message.offset() or 0,
+                    key=message.key(),
+                    value=message.value(),
+                    headers=_headers(message),
+                )
+            )
+        return records
+
+    def _ingest_with_retry(self, records: list[Record]) -> None:
+        """Ingest the batch, retrying with backoff while the database fails; give up only when stopping.
+
+        The records stay in memory meanwhile. If the partitions move to another consumer during the outage, the
+        stored positions (checked under a lock in the same transaction) keep either side from applying twice.
+        """
+        delay = self._options.retry_initial
+        while True:
+            close_old_connections()
+            started = time.monotonic()
+            try:
+                stats = self._ingest(records, topic_prefix=self._options.topic_prefix)
+            except DatabaseError as error:
+                log.error("database error, batch of %d not ingested, retrying in %.1fs: %s", len(records), delay, error)
+                connection.close()
+                if self._stopping.wait(delay):
+                    return
+                delay = min(delay * 2, self._options.retry_max)
+                continue
+            log.info(
+                "ingested %d records in %.0f ms: applied=%d superseded=%d dead_letters=%d %s",
+                len(records),
+                (time.monotonic() - started) * 1000,
+                stats.applied,
+                stats.superseded,
+                stats.dead_letters,
+                stats.by_type,
+            )
+            return
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        wanted = [(p.topic, p.partition) for p in partitions]
+        positions = self._positions_with_retry(wanted)
+        for partition in partitions:
+            partition.offset = positions.get((partition.topic, partition.partition), OFFSET_BEGINNING)
+        consumer.assign(partitions)
+        log.info(
+            "assigned %s",
+            ", ".join(f"{p.topic}[{p.partition}]@{'start' if p.offset < 0 else p.offset}" for p in partitions),
+        )
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.info("revoked %s", ", ".join(f"{p.topic}[{p.partition}]" for p in partitions))
+        consumer.unassign()
+
+    def _positions_with_retry(self, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        delay = self._options.retry_initial
+        while True:
+            try:
+                close_old_connections()
+                return stored_positions(partitions)
+            except DatabaseError as error:
+                log.error("cannot read stored positions, retrying in %.1fs: %s", delay, error)
+                connection.close()
+                time.sleep(delay)
+                delay = min(delay * 2, self._options.retry_max)
+
+
+def _headers(message: Message) -> tuple[tuple[str, bytes | None], ...]:
+    raw = message.headers() or ()
+    items = raw.items() if isinstance(raw, dict) else raw
+    return tuple((name, value.encode() if isinstance(value, str) else value) for name, value in items)

@@ -1,0 +1,61 @@
+"""From a consumed record to a :class:`StatusEvent`, or a :class:`Rejected` saying why not."""
+
+from __future__ import annotations
+
+import json
+
+from globalhub.manager.ingest.records import Record, Rejected, StatusEvent
+from globalhub.protocol.bundles import BundleError, FrameInfo
+from globalhub.protocol.codec import InvalidEvent, decode
+from globalhub.protocol.events import EXT_VERSION, EventType, hub_from_status_topic
+from globalhub.protocol.version import Version, VersionError
+
+
+def open_envelope(record: Record, topic_prefix: str) -> StatusEvent:
+    """Check everything about a record except its type-specific payload shape."""
+    hub = hub_from_status_topic(record.topic, topic_prefix)
+    if hub is None:
+        raise Rejected(f"topic {record.topic!r} is not a hub status topic ({topic_prefix}<hub>)")
+    try:
+        event = decode(record.key, record.value, record.headers)
+    except InvalidEvent as error:
+        raise Rejected(str(error), hub=hub) from None
+    if event.source != hub:
+        raise Rejected(
+            f"source {event.source[:100]!r} is not the hub of topic {record.topic!r}: a hub may only report "
+            "about itself",
+            hub=hub,
+            event_type=event.type,
+        )
+    try:
+        event_type = EventType(event.type)
+    except ValueError:
+        raise Rejected(f"unknown event type {event.type[:200]!r}", hub=hub, event_type=event.type) from None
+    raw_version = event.extension(EXT_VERSION)
+    if raw_version is None:
+        raise Rejected(f"missing {EXT_VERSION}", hub=hub, event_type=event_type)
+    try:
+        version = Version.parse(raw_version)
+    except VersionError as error:
+        raise Rejected(f"malformed {EXT_VERSION}: {error}", hub=hub, event_type=event_type) from None
+    try:
+        frame = FrameInfo.from_extensions(event.extensions)
+    except BundleError as error:
+        raise Rejected(f"bad resync framing: {error}", hub=hub, event_type=event_type) from None
+    try:
+        parsed = json.loads(event.data) if event.data else None
+    except (ValueError, UnicodeDecodeError) as error:
+        raise Rejected(f"payload is not valid JSON: {error}", hub=hub, event_type=event_type) from None
+    if parsed is None:
+        raise Rejected("payload is empty (a JSON value is required)", hub=hub, event_type=event_type)
+    return StatusEvent(
+        record=record,
+        hub=hub,
+        type=event_type,
+        version=version,
+        frame=frame,
+        event_id=event.id,
+        data=event.data,
+        extensions=dict(event.extensions),
+        parsed=parsed,
+    )

@@ -1,0 +1,227 @@
+"""Hybrid types (managed clusters, local policy specs): deltas and framed full resyncs on one stream.
+
+* ``update`` (and ``create``) and ``resync`` objects are upserted, which clears ``deleted_at``;
+* ``delete`` entries soft-delete by id (or by name when the id is unusable), as upstream does;
+* ``resync_metadata`` lists every object that exists: rows are marked with the resync's id, and once the resync
+  is *completely* received (every frame, ids adding up to the announced count) the hub's unmarked rows are
+  soft-deleted. A resync with a missing frame deletes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.utils import timezone
+
+from globalhub.manager.ingest import bulk
+from globalhub.manager.ingest.records import Rejected, StatusEvent
+from globalhub.manager.models import ResyncProgress
+from globalhub.protocol.bundles import (
+    BundleError,
+    FrameInfo,
+    FrameKind,
+    GenericBundle,
+    ObjectMetadata,
+    dumps,
+    parse_generic_bundle,
+)
+from globalhub.protocol.objects import as_uuid
+
+log = logging.getLogger(__name__)
+
+IdOf = Callable[[dict[str, Any]], str | None]
+NameOf = Callable[[dict[str, Any]], str | None]
+
+
+@dataclass(frozen=True)
+class HybridType:
+    table: bulk.ObjectTable
+    id_of: IdOf
+    name_of: NameOf
+
+
+@dataclass
+class HybridResult:
+    upserted: int = 0
+    deleted: int = 0
+    skipped_objects: int = 0
+    swept: int = 0
+    incomplete_reason: str = ""
+
+
+def apply_hybrid(kind: HybridType, event: StatusEvent) -> HybridResult:
+    """Apply one admitted hybrid bundle. Raises :class:`Rejected` for a payload of the wrong shape."""
+    try:
+        bundle = parse_generic_bundle(event.parsed)
+    except BundleError as error:
+        raise Rejected(f"bad bundle shape: {error}", hub=event.hub, event_type=event.type) from None
+    now = timezone.now()
+    result = HybridResult()
+    frame = event.frame
+    progress = _resync_progress(event, frame, now, result) if frame else None
+    if frame is not None and progress is None:
+        return result  # a frame of a resync already applied (redelivered): nothing to do twice
+    mark = progress.resync_id if progress is not None and progress.outcome == ResyncProgress.Outcome.RECEIVING else ""
+    if mark == "":
+        mark = _receiving_mark(event)
+    rows, skipped = _rows(kind, bundle.update + bundle.resync)
+    result.skipped_objects = skipped
+    result.upserted = bulk.upsert_objects(kind.table, event.hub, rows, now, mark)
+    result.deleted = _apply_deletes(kind, event.hub, bundle, now)
+    if bundle.resync_metadata is not None:
+        _apply_listing(kind, event, bundle.resync_metadata, frame, progress, now, result)
+    if progress is not None:
+        progress.save()
+    if skipped:
+        log.warning(
+            "hub=%s type=%s version=%s skipped %d objects without a usable id",
+            event.hub,
+            event.type.short,
+            event.version,
+            skipped,
+        )
+    return result
+
+
+def _rows(kind: HybridType, objects: list[dict[str, Any]]) -> tuple[list[bulk.ObjectRow], int]:
+    rows = []
+    skipped = 0
+    for obj in objects:
+        object_id = as_uuid(kind.id_of(obj))
+        if object_id is None:
+            skipped += 1
+            continue
+        rows.append(bulk.ObjectRow(object_id, kind.name_of(obj) or "", dumps(obj).decode("utf-8")))
+    return rows, skipped
+
+
+def _apply_deletes(kind: HybridType, hub: str, bundle: GenericBundle, now: datetime) -> int:
+    ids = []
+    names = []
+    for entry in bundle.delete:
+        object_id = as_uuid(entry.id)
+        if object_id is not None:
+            ids.append(object_id)
+        elif entry.name:
+            names.append(entry.name)
+    return bulk.soft_delete_ids(kind.table, hub, ids, now) + bulk.soft_delete_names(kind.table, hub, names, now)
+
+
+def _receiving_mark(event: StatusEvent) -> str:
+    """A delta that arrives while a resync is being received is newer than that resync's listing: mark it too."""
+    progress = (
+        ResyncProgress.objects.filter(hub_id=event.hub, event_type=event.type, outcome=ResyncProgress.Outcome.RECEIVING)
+        .values_list("resync_id", flat=True)
+        .first()
+    )
+    return progress or ""
+
+
+def _resync_progress(
+    event: StatusEvent, frame: FrameInfo, now: datetime, result: HybridResult
+) -> ResyncProgress | None:
+    """Advance the (hub, type) resync bookkeeping for one frame; None when the frame was already applied."""
+    progress = ResyncProgress.objects.select_for_update().filter(hub_id=event.hub, event_type=event.type).first()
+    if frame.kind is FrameKind.BEGIN:
+        if progress is not None and progress.resync_id == frame.resync_id:
+            return None
+        if progress is not None and progress.outcome == ResyncProgress.Outcome.RECEIVING:
+            log.warning(
+                "hub=%s type=%s resync %s abandoned after %d frames: resync %s began",
+                event.hub,
+                event.type.short,
+                progress.resync_id,
+                progress.next_seq,
+                frame.resync_id,
+            )
+        progress = progress or ResyncProgress(hub_id=event.hub, event_type=event.type)
+        progress.resync_id = frame.resync_id
+        progress.outcome = ResyncProgress.Outcome.RECEIVING
+        progress.next_seq = 1
+        progress.listed = 0
+        progress.problem = ""
+        progress.started_at = now
+        progress.finished_at = None
+        progress.deleted_count = 0
+        return progress
+    if progress is None or progress.resync_id != frame.resync_id:
+        progress = progress or ResyncProgress(hub_id=event.hub, event_type=event.type)
+        _start_incomplete(progress, frame, now, f"frames 0..{frame.seq - 1} of resync {frame.resync_id} missing")
+        result.incomplete_reason = progress.problem
+        return progress
+    if frame.seq < progress.next_seq:
+        return None
+    if progress.outcome == ResyncProgress.Outcome.RECEIVING and frame.seq > progress.next_seq:
+        progress.outcome = ResyncProgress.Outcome.INCOMPLETE
+        progress.problem = f"frames {progress.next_seq}..{frame.seq - 1} missing"
+        result.incomplete_reason = progress.problem
+    progress.next_seq = frame.seq + 1
+    return progress
+
+
+def _start_incomplete(progress: ResyncProgress, frame: FrameInfo, now: datetime, problem: str) -> None:
+    progress.resync_id = frame.resync_id
+    progress.outcome = ResyncProgress.Outcome.INCOMPLETE
+    progress.next_seq = frame.seq + 1
+    progress.listed = 0
+    progress.problem = problem
+    progress.started_at = now
+    progress.finished_at = None
+    progress.deleted_count = 0
+
+
+def _apply_listing(
+    kind: HybridType,
+    event: StatusEvent,
+    listing: list[ObjectMetadata],
+    frame: FrameInfo | None,
+    progress: ResyncProgress | None,
+    now: datetime,
+    result: HybridResult,
+) -> None:
+    ids = [object_id for object_id in (as_uuid(entry.id) for entry in listing) if object_id is not None]
+    if frame is None or progress is None:
+        # Upstream agents send one unframed resync_metadata bundle that lists everything; an empty one means
+        # nothing to upstream's manager either (it cannot tell "no objects" from "no listing").
+        if ids:
+            mark = f"u{event.event_id}"[:64]
+            bulk.mark_listed(kind.table, event.hub, ids, mark)
+            result.swept = bulk.sweep_unlisted(kind.table, event.hub, mark, now)
+        return
+    if progress.outcome == ResyncProgress.Outcome.RECEIVING:
+        bulk.mark_listed(kind.table, event.hub, ids, progress.resync_id)
+    progress.listed += len(listing)
+    if frame.kind is FrameKind.COMPLETE:
+        _finish(kind, event, frame, progress, now, result)
+
+
+def _finish(
+    kind: HybridType,
+    event: StatusEvent,
+    frame: FrameInfo,
+    progress: ResyncProgress,
+    now: datetime,
+    result: HybridResult,
+) -> None:
+    progress.finished_at = now
+    if progress.outcome == ResyncProgress.Outcome.RECEIVING and progress.listed != frame.object_count:
+        progress.outcome = ResyncProgress.Outcome.INCOMPLETE
+        progress.problem = f"listed {progress.listed} objects but the resync announced {frame.object_count}"
+    if progress.outcome != ResyncProgress.Outcome.RECEIVING:
+        result.incomplete_reason = result.incomplete_reason or progress.problem
+        return
+    result.swept = bulk.sweep_unlisted(kind.table, event.hub, progress.resync_id, now)
+    progress.outcome = ResyncProgress.Outcome.COMPLETED
+    progress.deleted_count = result.swept
+    log.info(
+        "hub=%s type=%s resync %s complete: %d listed, %d soft-deleted",
+        event.hub,
+        event.type.short,
+        progress.resync_id,
+        progress.listed,
+        result.swept,
+    )

@@ -1,0 +1,42 @@
+"""``python manage.py consume_status``: run the status consumer until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import signal
+from types import FrameType
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandParser
+
+from globalhub.manager.consumer import ConsumerOptions, StatusConsumer
+from globalhub.protocol.kafka import KafkaSettings
+
+
+class Command(BaseCommand):
+    help = "Consume every hub's status topic into the database (stops cleanly on SIGTERM)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        conf = settings.GLOBALHUB
+        parser.add_argument("--group", default=conf.consumer_group, help="Kafka consumer group id")
+        parser.add_argument("--batch-size", type=int, default=conf.consumer_batch_size)
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        conf = settings.GLOBALHUB
+        consumer = StatusConsumer(
+            KafkaSettings.from_env(),
+            ConsumerOptions(
+                group_id=options["group"],
+                topic_prefix=conf.status_topic_prefix,
+                batch_size=options["batch_size"],
+                topic_refresh_ms=conf.topic_refresh_ms,
+                retry_max=conf.db_retry_max.total_seconds(),
+            ),
+        )
+
+        def stop(signum: int, frame: FrameType | None) -> None:
+            consumer.stop()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        consumer.run()

@@ -1,0 +1,151 @@
+"""The manager's copy of every hub, and the bookkeeping that keeps it exact.
+
+Rows a hub reported are soft-deleted (``deleted_at``) rather than removed, as upstream does; an upsert clears
+``deleted_at`` again. Bookkeeping tables record where the status consumer is (``ConsumedPosition``), what could not
+be ingested (``DeadLetter``), the last version admitted per hub and type (``TypeVersion``) and the progress of framed
+resyncs (``ResyncProgress``).
+"""
+
+from __future__ import annotations
+
+from django.db import models
+
+
+class Hub(models.Model):
+    """A managed hub, known from the first status event on its topic."""
+
+    name = models.CharField(primary_key=True, max_length=200)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class SoftDeleteQuerySet(models.QuerySet):  # type: ignore[type-arg]
+    def live(self) -> SoftDeleteQuerySet:
+        return self.filter(deleted_at__isnull=True)
+
+    def deleted(self) -> SoftDeleteQuerySet:
+        return self.filter(deleted_at__isnull=False)
+
+
+class ManagedCluster(models.Model):
+    """A ManagedCluster of a hub, keyed by its ``id.k8s.io`` claim (``cluster_id``) within that hub."""
+
+    hub = models.ForeignKey(Hub, on_delete=models.CASCADE, db_column="leaf_hub_name", related_name="clusters")
+    cluster_id = models.UUIDField()
+    cluster_name = models.CharField(max_length=253, blank=True)
+    payload = models.JSONField()
+    error = models.CharField(max_length=16, default="none")
+    created_at = models.DateTimeField()
+    updated_at = models.DateTimeField()
+    deleted_at = models.DateTimeField(null=True, blank=True)
+    # The last framed resync that listed this row; a completed resync soft-deletes the hub's rows it did not mark.
+    resync_mark = models.CharField(max_length=64, blank=True, default="")
+
+    objects = SoftDeleteQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["hub", "cluster_id"], name="managed_cluster_hub_cluster_id"),
+        ]
+        indexes = [
+            models.Index(fields=["hub", "cluster_name"], name="managed_cluster_hub_name"),
+            models.Index(fields=["deleted_at"], name="managed_cluster_deleted_at"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.hub_id}/{self.cluster_name or self.cluster_id}"
+
+
+class ConsumedPosition(models.Model):
+    """Where the status consumer goes on in a partition: the offset of the next message to read.
+
+    Written in the same transaction as the rows the consumed messages produced, so it is the only offset authority.
+    """
+
+    topic = models.CharField(max_length=255)
+    partition = models.IntegerField()
+    next_offset = models.BigIntegerField()
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["topic", "partition"], name="consumed_position_topic_partition"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.topic}[{self.partition}] @ {self.next_offset}"
+
+
+class DeadLetter(models.Model):
+    """A consumed message that could not be ingested, with the reason and its raw bytes."""
+
+    topic = models.CharField(max_length=255)
+    partition = models.IntegerField()
+    offset = models.BigIntegerField()
+    reason = models.TextField()
+    hub_name = models.CharField(max_length=200, blank=True)
+    event_type = models.CharField(max_length=255, blank=True)
+    key = models.BinaryField(null=True)
+    headers = models.JSONField(default=list)
+    value = models.BinaryField(null=True)
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-received_at"]
+        indexes = [models.Index(fields=["topic", "partition", "offset"], name="dead_letter_position")]
+
+    def __str__(self) -> str:
+        return f"{self.topic}[{self.partition}]@{self.offset}: {self.reason[:80]}"
+
+
+class TypeVersion(models.Model):
+    """The last version admitted and processed for one (hub, event type); survives manager restarts."""
+
+    hub = models.ForeignKey(Hub, on_delete=models.CASCADE, related_name="versions")
+    event_type = models.CharField(max_length=255)
+    generation = models.DecimalField(max_digits=20, decimal_places=0)
+    value = models.DecimalField(max_digits=20, decimal_places=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["hub", "event_type"], name="type_version_hub_type"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.hub_id} {self.event_type} {self.generation}.{self.value}"
+
+
+class ResyncProgress(models.Model):
+    """The framed resync being received for one (hub, event type), and how the last one ended."""
+
+    class Outcome(models.TextChoices):
+        RECEIVING = "receiving"
+        COMPLETED = "completed"
+        INCOMPLETE = "incomplete"
+
+    hub = models.ForeignKey(Hub, on_delete=models.CASCADE, related_name="resyncs")
+    event_type = models.CharField(max_length=255)
+    resync_id = models.CharField(max_length=64)
+    outcome = models.CharField(max_length=16, choices=Outcome.choices, default=Outcome.RECEIVING)
+    next_seq = models.IntegerField(default=0)
+    listed = models.IntegerField(default=0)
+    problem = models.TextField(blank=True)
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    deleted_count = models.IntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["hub", "event_type"], name="resync_progress_hub_type"),
+        ]
+        verbose_name_plural = "resync progress"
+
+    def __str__(self) -> str:
+        return f"{self.hub_id} {self.event_type} {self.resync_id} {self.outcome}"

@@ -1,0 +1,44 @@
+"""Facts about the Kubernetes objects the bundles carry (upstream shapes), used on both sides."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, Final
+
+CLUSTER_ID_CLAIM: Final = "id.k8s.io"
+MANAGED_BY_ANNOTATION: Final = "global-hub.open-cluster-management.io/managed-by"
+
+
+def cluster_claim_id(cluster: dict[str, Any]) -> str | None:
+    """The value of a ManagedCluster's ``id.k8s.io`` claim, or None when it has none."""
+    status = cluster.get("status")
+    claims = status.get("clusterClaims") if isinstance(status, dict) else None
+    if not isinstance(claims, list):
+        return None
+    for claim in claims:
+        if isinstance(claim, dict) and claim.get("name") == CLUSTER_ID_CLAIM:
+            value = claim.get("value")
+            return value if isinstance(value, str) and value else None
+    return None
+
+
+def object_name(obj: dict[str, Any]) -> str | None:
+    metadata = obj.get("metadata")
+    name = metadata.get("name") if isinstance(metadata, dict) else None
+    return name if isinstance(name, str) else None
+
+
+def object_uid(obj: dict[str, Any]) -> str | None:
+    metadata = obj.get("metadata")
+    uid = metadata.get("uid") if isinstance(metadata, dict) else None
+    return uid if isinstance(uid, str) and uid else None
+
+
+def as_uuid(value: str | None) -> uuid.UUID | None:
+    """Parse an id the database stores as a uuid; None when it is not one."""
+    if not value:
+        return None
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None

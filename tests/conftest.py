@@ -1,0 +1,59 @@
+"""Shared fixtures. Services are real (see ``bin/stack``); a missing service fails the test, never skips it."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+from confluent_kafka.admin import AdminClient
+
+from globalhub.protocol.kafka import KafkaSettings
+
+
+@pytest.fixture(scope="session")
+def run_id() -> str:
+    """Distinguishes this test run's topics, hubs and queues from any earlier run against the same services."""
+    return uuid.uuid4().hex[:8]
+
+
+@pytest.fixture(scope="session")
+def kafka_settings() -> KafkaSettings:
+    settings = KafkaSettings.from_env()
+    admin = AdminClient(settings.client_config())
+    try:
+        admin.list_topics(timeout=15)
+    except Exception as error:
+        pytest.fail(f"Kafka at {settings.bootstrap_servers} is not reachable ({error}); start it with bin/stack up")
+    return settings
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:56379/0")
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=5).ping()
+    except redis.RedisError as error:
+        pytest.fail(f"Redis at {url} is not reachable ({error}); start it with bin/stack up")
+    return url
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def hub_name(run_id: str) -> str:
+    """A hub name no other test (or earlier run) uses."""
+    return f"hub-{run_id}-{uuid.uuid4().hex[:6]}"
+
+
+@pytest.fixture(scope="session")
+def status_prefix(run_id: str) -> str:
+    """Status topics of this run: ``t<run>-gh-status.<hub>``."""
+    return f"t{run_id}-gh-status."

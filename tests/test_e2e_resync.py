@@ -1,0 +1,147 @@
+"""End to end on real processes: agent worker -> Kafka -> ``consume_status`` -> PostgreSQL.
+
+The simulator writes 1,000 clusters into a hub's inventory; a resync request reaches the agent's worker; the
+manager's table then holds exactly those clusters. After 100 leave the inventory and another resync, exactly those
+100 are soft-deleted.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from celery import Celery
+from django.conf import settings
+
+from agent_tasks.inventory import Change, RedisInventory
+from agent_tasks.types import tweak_cluster
+from globalhub.manager.models import ManagedCluster, ResyncProgress
+from globalhub.protocol.events import EventType
+from globalhub.protocol.kafka import KafkaSettings
+from tests.helpers import Process, celery_argv, python_argv, wait_for
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+CLUSTER = EventType.MANAGED_CLUSTER.short
+
+
+def database_url() -> str:
+    db = settings.DATABASES["default"]
+    return f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+
+
+@pytest.fixture
+def process_env(
+    hub_name: str, redis_url: str, status_prefix: str, kafka_settings: KafkaSettings, run_id: str
+) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "DATABASE_URL": database_url(),
+            "HUB_NAME": hub_name,
+            "REDIS_URL": redis_url,
+            "KAFKA_BOOTSTRAP_SERVERS": kafka_settings.bootstrap_servers,
+            "GH_STATUS_TOPIC_PREFIX": status_prefix,
+            "GH_CONSUMER_GROUP": f"test-{run_id}-{hub_name}",
+            "GH_TOPIC_REFRESH_MS": "500",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return env
+
+
+@pytest.fixture
+def processes(tmp_path: Path) -> Iterator[list[Process]]:
+    started: list[Process] = []
+    yield started
+    failed = [p for p in started if not p.is_running()]
+    for process in started:
+        process.stop()
+    for process in failed:
+        print(f"--- {process.name} exited early; log:\n{process.log_text()[-5000:]}")
+
+
+def start_pipeline(env: dict[str, str], tmp_path: Path, processes: list[Process]) -> None:
+    processes.append(Process("consumer", python_argv("manage.py", "consume_status"), env, tmp_path))
+    processes.append(
+        Process(
+            "agent-worker",
+            celery_argv(
+                "-A",
+                "agent_tasks",
+                "worker",
+                "--pool=solo",
+                "--without-heartbeat",
+                "--without-gossip",
+                "--without-mingle",
+                "-l",
+                "info",
+            ),
+            env,
+            tmp_path,
+        )
+    )
+
+
+def request_resync(env: dict[str, str], short_type: str) -> None:
+    """What the manager's resync request turns into on the hub: a resync task on the agent's queue."""
+    client = Celery(broker=env["REDIS_URL"])
+    client.send_task("agent.resync", args=[short_type], queue=f"gh-agent.{env['HUB_NAME']}")
+    client.close()
+
+
+def expected_payloads(inventory: RedisInventory, hub: str) -> dict[str, dict[str, Any]]:
+    import json
+
+    return {object_id: tweak_cluster(json.loads(raw), hub) for object_id, raw in inventory.list_encoded(CLUSTER)}
+
+
+def test_a_thousand_clusters_reach_the_manager_and_removed_ones_are_soft_deleted(
+    process_env: dict[str, str], hub_name: str, redis_url: str, tmp_path: Path, processes: list[Process]
+) -> None:
+    from agent_tasks.simulate import cluster_changes
+
+    inventory = RedisInventory(redis.Redis.from_url(redis_url), hub_name)
+    start_pipeline(process_env, tmp_path, processes)
+    # The agent's start sends its (still empty) inventory: the manager then knows the hub, with no clusters.
+    wait_for(
+        lambda: ResyncProgress.objects.filter(hub_id=hub_name, outcome="completed").exists(),
+        timeout=90,
+        what="the startup resync of an empty inventory",
+    )
+
+    written = inventory.apply(CLUSTER, cluster_changes(hub_name, 1000, seed=7))
+    assert written == 1000
+    expected = expected_payloads(inventory, hub_name)
+    requested = time.monotonic()
+    request_resync(process_env, CLUSTER)
+
+    def live_rows() -> dict[str, Any]:
+        rows = ManagedCluster.objects.filter(hub_id=hub_name, deleted_at__isnull=True)
+        return {str(cluster_id): payload for cluster_id, payload in rows.values_list("cluster_id", "payload")}
+
+    wait_for(lambda: len(live_rows()) == 1000, timeout=60, what="1,000 live clusters in the manager")
+    consistent = time.monotonic() - requested
+    assert live_rows() == expected
+    print(f"1,000-cluster resync: request -> DB consistent in {consistent * 1000:.0f} ms")
+
+    removed = sorted(expected)[:100]
+    inventory.apply(CLUSTER, [Change(object_id, None) for object_id in removed])
+    request_resync(process_env, CLUSTER)
+    wait_for(lambda: len(live_rows()) == 900, timeout=60, what="900 live clusters after removing 100")
+
+    deleted = set(
+        str(i)
+        for i in ManagedCluster.objects.filter(hub_id=hub_name, deleted_at__isnull=False).values_list(
+            "cluster_id", flat=True
+        )
+    )
+    assert deleted == set(removed)
+    assert live_rows() == {k: v for k, v in expected.items() if k not in set(removed)}
+    for process in processes:
+        assert process.is_running(), f"{process.name} died:\n{process.log_text()[-3000:]}"

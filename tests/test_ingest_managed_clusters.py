@@ -1,0 +1,270 @@
+"""The manager's ingestion of managed clusters: framed resyncs, sweeps, deltas, positions (real PostgreSQL)."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from typing import Any
+
+import pytest
+
+from agent_tasks.simulate import make_cluster
+from agent_tasks.types import tweak_cluster
+from globalhub.manager.ingest.pipeline import ingest_batch
+from globalhub.manager.ingest.records import Record
+from globalhub.manager.models import ConsumedPosition, DeadLetter, Hub, ManagedCluster, ResyncProgress
+from globalhub.protocol.bundles import ObjectMetadata, dumps, frame_resync
+from globalhub.protocol.events import EventType
+from globalhub.protocol.objects import cluster_claim_id
+from tests.helpers import frame_message, record_of, status_message
+
+pytestmark = pytest.mark.django_db
+
+PREFIX = "gh-status."
+
+
+def clusters(hub: str, count: int, seed: int = 1) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    return [tweak_cluster(make_cluster(hub, i, rng), hub) for i in range(count)]
+
+
+def resync_records(
+    hub: str, objects: list[dict[str, Any]], start_offset: int = 0, version: str = "1.1", limit: int = 800 * 1024
+) -> list[Record]:
+    pairs = [(ObjectMetadata(cluster_claim_id(o) or "", o["metadata"]["name"]), dumps(o)) for o in objects]
+    frames = list(frame_resync(pairs, limit=limit))
+    topic = PREFIX + hub
+    return [record_of(frame_message(hub, f, version), topic, start_offset + i) for i, f in enumerate(frames)]
+
+
+def live_ids(hub: str) -> set[str]:
+    return {
+        str(i)
+        for i in ManagedCluster.objects.filter(hub_id=hub, deleted_at__isnull=True).values_list("cluster_id", flat=True)
+    }
+
+
+def test_a_complete_resync_creates_every_cluster_with_its_payload() -> None:
+    objects = clusters("hub-a", 50)
+    ingest_batch(resync_records("hub-a", objects), topic_prefix=PREFIX)
+
+    assert Hub.objects.filter(name="hub-a").exists()
+    rows = {str(r.cluster_id): r for r in ManagedCluster.objects.filter(hub_id="hub-a")}
+    assert set(rows) == {cluster_claim_id(o) for o in objects}
+    for obj in objects:
+        row = rows[cluster_claim_id(obj) or ""]
+        assert row.payload == obj
+        assert row.cluster_name == obj["metadata"]["name"]
+        assert row.deleted_at is None
+    progress = ResyncProgress.objects.get(hub_id="hub-a", event_type=EventType.MANAGED_CLUSTER)
+    assert progress.outcome == ResyncProgress.Outcome.COMPLETED
+    assert progress.listed == 50
+
+
+def test_a_later_resync_soft_deletes_exactly_the_clusters_it_does_not_list() -> None:
+    objects = clusters("hub-b", 40)
+    first = resync_records("hub-b", objects)
+    ingest_batch(first, topic_prefix=PREFIX)
+    kept = objects[:30]
+    ingest_batch(resync_records("hub-b", kept, start_offset=len(first), version="2.1"), topic_prefix=PREFIX)
+
+    assert live_ids("hub-b") == {cluster_claim_id(o) for o in kept}
+    deleted = {
+        str(i)
+        for i in ManagedCluster.objects.filter(hub_id="hub-b", deleted_at__isnull=False).values_list(
+            "cluster_id", flat=True
+        )
+    }
+    assert deleted == {cluster_claim_id(o) for o in objects[30:]}
+
+
+def test_a_resync_spanning_many_frames_is_applied_whole() -> None:
+    objects = clusters("hub-c", 300)
+    records = resync_records("hub-c", objects, limit=40 * 1024)
+    assert len(records) > 10
+    ingest_batch(records, topic_prefix=PREFIX)
+    assert live_ids("hub-c") == {cluster_claim_id(o) for o in objects}
+
+
+def test_a_resync_with_a_missing_frame_deletes_nothing_and_is_dead_lettered() -> None:
+    objects = clusters("hub-d", 60)
+    ingest_batch(resync_records("hub-d", objects), topic_prefix=PREFIX)
+    second = resync_records("hub-d", objects[:10], start_offset=100, version="2.1", limit=8 * 1024)
+    assert len(second) >= 4
+    del second[2]  # a chunk frame lost on the way
+    ingest_batch(second, topic_prefix=PREFIX)
+
+    assert live_ids("hub-d") == {cluster_claim_id(o) for o in objects}
+    progress = ResyncProgress.objects.get(hub_id="hub-d")
+    assert progress.outcome == ResyncProgress.Outcome.INCOMPLETE
+    reasons = list(DeadLetter.objects.filter(hub_name="hub-d").values_list("reason", flat=True))
+    assert reasons and all(r.startswith("truncated resync") for r in reasons)
+
+
+def test_a_resync_without_its_begin_frame_deletes_nothing() -> None:
+    objects = clusters("hub-e", 20)
+    ingest_batch(resync_records("hub-e", objects), topic_prefix=PREFIX)
+    second = resync_records("hub-e", objects[:5], start_offset=10, version="2.1")
+    ingest_batch(second[1:], topic_prefix=PREFIX)
+    assert live_ids("hub-e") == {cluster_claim_id(o) for o in objects}
+
+
+def test_an_empty_resync_soft_deletes_every_cluster_of_the_hub() -> None:
+    ingest_batch(resync_records("hub-f", clusters("hub-f", 10)), topic_prefix=PREFIX)
+    ingest_batch(resync_records("hub-g", clusters("hub-g", 5, seed=2)), topic_prefix=PREFIX)
+    ingest_batch(resync_records("hub-f", [], start_offset=10, version="2.1"), topic_prefix=PREFIX)
+
+    assert live_ids("hub-f") == set()
+    assert len(live_ids("hub-g")) == 5  # another hub's rows are untouched
+
+
+def test_an_upsert_brings_a_soft_deleted_cluster_back() -> None:
+    objects = clusters("hub-h", 3)
+    ingest_batch(resync_records("hub-h", objects), topic_prefix=PREFIX)
+    ingest_batch(resync_records("hub-h", [], start_offset=10, version="2.1"), topic_prefix=PREFIX)
+    assert live_ids("hub-h") == set()
+    ingest_batch(resync_records("hub-h", objects, start_offset=20, version="3.1"), topic_prefix=PREFIX)
+    assert live_ids("hub-h") == {cluster_claim_id(o) for o in objects}
+
+
+def test_delta_updates_and_deletes_apply_in_order() -> None:
+    objects = clusters("hub-i", 5)
+    topic = PREFIX + "hub-i"
+    ingest_batch(resync_records("hub-i", objects), topic_prefix=PREFIX)
+    changed = dict(objects[0], spec={"hubAcceptsClient": False})
+    delete = [{"id": cluster_claim_id(objects[1]), "name": objects[1]["metadata"]["name"]}]
+    records = [
+        record_of(status_message("hub-i", EventType.MANAGED_CLUSTER, {"update": [changed]}, "2.2"), topic, 10),
+        record_of(status_message("hub-i", EventType.MANAGED_CLUSTER, {"delete": delete}, "3.3"), topic, 11),
+    ]
+    ingest_batch(records, topic_prefix=PREFIX)
+
+    row = ManagedCluster.objects.get(hub_id="hub-i", cluster_id=cluster_claim_id(objects[0]) or "")
+    assert row.payload["spec"] == {"hubAcceptsClient": False}
+    assert live_ids("hub-i") == {cluster_claim_id(o) for o in objects} - {cluster_claim_id(objects[1])}
+
+
+def test_an_upstream_unframed_resync_metadata_bundle_sweeps_unlisted_clusters() -> None:
+    objects = clusters("hub-j", 6)
+    topic = PREFIX + "hub-j"
+    ingest_batch(resync_records("hub-j", objects), topic_prefix=PREFIX)
+    keep = objects[:4]
+    records = [
+        record_of(status_message("hub-j", EventType.MANAGED_CLUSTER, {"resync": keep}, "2.0"), topic, 10),
+        record_of(
+            status_message(
+                "hub-j",
+                EventType.MANAGED_CLUSTER,
+                {"resync_metadata": [{"id": cluster_claim_id(o), "name": o["metadata"]["name"]} for o in keep]},
+                "2.0",
+            ),
+            topic,
+            11,
+        ),
+    ]
+    ingest_batch(records, topic_prefix=PREFIX)
+    assert live_ids("hub-j") == {cluster_claim_id(o) for o in keep}
+
+
+def test_an_older_generation_does_not_move_rows_backwards() -> None:
+    objects = clusters("hub-k", 1)
+    topic = PREFIX + "hub-k"
+    newer = dict(objects[0], spec={"v": "new"})
+    older = dict(objects[0], spec={"v": "old"})
+    records = [
+        record_of(status_message("hub-k", EventType.MANAGED_CLUSTER, {"update": [newer]}, "5.9"), topic, 0),
+        record_of(status_message("hub-k", EventType.MANAGED_CLUSTER, {"update": [older]}, "4.10"), topic, 1),
+    ]
+    stats = ingest_batch(records, topic_prefix=PREFIX)
+    assert stats.superseded == 1
+    assert ManagedCluster.objects.get(hub_id="hub-k").payload["spec"] == {"v": "new"}
+
+
+def test_generation_zero_means_the_agent_restarted_and_is_admitted() -> None:
+    objects = clusters("hub-l", 1)
+    topic = PREFIX + "hub-l"
+    records = [
+        record_of(status_message("hub-l", EventType.MANAGED_CLUSTER, {"update": [objects[0]]}, "9.9"), topic, 0),
+        record_of(
+            status_message("hub-l", EventType.MANAGED_CLUSTER, {"update": [dict(objects[0], spec={"r": 1})]}, "0.1"),
+            topic,
+            1,
+        ),
+    ]
+    ingest_batch(records, topic_prefix=PREFIX)
+    assert ManagedCluster.objects.get(hub_id="hub-l").payload["spec"] == {"r": 1}
+
+
+def test_positions_are_stored_after_the_last_record_and_redelivery_has_no_effect() -> None:
+    objects = clusters("hub-m", 10)
+    records = resync_records("hub-m", objects, start_offset=7)
+    ingest_batch(records, topic_prefix=PREFIX)
+    position = ConsumedPosition.objects.get(topic=PREFIX + "hub-m", partition=0)
+    assert position.next_offset == 7 + len(records)
+
+    ManagedCluster.objects.filter(hub_id="hub-m").update(payload={"tampered": True})
+    stats = ingest_batch(records, topic_prefix=PREFIX)  # the same messages again, as after a crash
+    assert stats.already_ingested == len(records)
+    assert stats.applied == 0
+    payloads = list(ManagedCluster.objects.filter(hub_id="hub-m").values_list("payload", flat=True))
+    assert payloads == [{"tampered": True}] * 10
+
+
+@pytest.mark.parametrize(
+    ("name", "build", "reason"),
+    [
+        ("not a cloudevent", lambda hub: (b"k", b'{"hello": 1}', ()), "not a CloudEvent"),
+        (
+            "no extversion",
+            lambda hub: _parts(status_message(hub, EventType.MANAGED_CLUSTER, {"update": []}), drop="ce_extversion"),
+            "missing extversion",
+        ),
+        (
+            "malformed extversion",
+            lambda hub: _parts(status_message(hub, EventType.MANAGED_CLUSTER, {"update": []}, version="1.x")),
+            "malformed extversion",
+        ),
+        (
+            "payload not json",
+            lambda hub: _parts(status_message(hub, EventType.MANAGED_CLUSTER, b'{"update": [')),
+            "payload is not valid JSON",
+        ),
+        (
+            "source of another hub",
+            lambda hub: _parts(status_message("someone-else", EventType.MANAGED_CLUSTER, {"update": []})),
+            "a hub may only report about itself",
+        ),
+        (
+            "unknown type",
+            lambda hub: _parts(status_message(hub, EventType.MANAGED_CLUSTER, {}), type_="io.example.nope"),
+            "unknown event type",
+        ),
+        (
+            "wrong bundle shape",
+            lambda hub: _parts(status_message(hub, EventType.MANAGED_CLUSTER, [1, 2, 3])),
+            "bad bundle shape",
+        ),
+    ],
+)
+def test_bad_input_becomes_a_dead_letter_and_the_partition_goes_on(name: str, build: Any, reason: str) -> None:
+    hub = f"hub-bad-{uuid.uuid4().hex[:6]}"
+    topic = PREFIX + hub
+    key, value, headers = build(hub)
+    bad = Record(topic=topic, partition=0, offset=0, key=key, value=value, headers=tuple(headers))
+    good = resync_records(hub, clusters(hub, 3), start_offset=1)
+    stats = ingest_batch([bad, *good], topic_prefix=PREFIX)
+
+    letter = DeadLetter.objects.get(topic=topic)
+    assert reason in letter.reason, letter.reason
+    assert (letter.partition, letter.offset) == (0, 0)
+    assert letter.value is not None and bytes(letter.value) == value
+    assert stats.dead_letters == 1
+    assert len(live_ids(hub)) == 3
+    assert ConsumedPosition.objects.get(topic=topic).next_offset == 1 + len(good)
+
+
+def _parts(message: Any, drop: str | None = None, type_: str | None = None) -> tuple[bytes, bytes, list[Any]]:
+    headers = [(k, v) for k, v in message.headers if k != drop]
+    if type_ is not None:
+        headers = [(k, type_.encode() if k == "ce_type" else v) for k, v in headers]
+    return message.key, message.value, headers
