@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from datetime import timedelta
@@ -22,8 +23,11 @@ def env_str(name: str, default: str, environ: Mapping[str, str] | None = None) -
         return value
     path = env.get(name + "_FILE")
     if path:
-        with open(path, encoding="utf-8") as handle:
-            return handle.read().strip()
+        try:
+            with open(path, encoding="utf-8") as handle:
+                return handle.read().strip()
+        except (OSError, UnicodeDecodeError) as error:
+            raise ConfigError(f"{name}_FILE={path!r} cannot be read ({error})") from None
     return default
 
 
@@ -60,9 +64,11 @@ def parse_duration(text: str) -> timedelta:
     if not raw:
         raise ConfigError("empty duration")
     try:
-        return timedelta(seconds=float(raw))
+        plain = float(raw)
     except ValueError:
-        pass
+        plain = None
+    if plain is not None:
+        return _seconds(text, plain)
     total = 0.0
     number = ""
     index = 0
@@ -83,7 +89,19 @@ def parse_duration(text: str) -> timedelta:
         index += len(unit)
     if number:
         raise ConfigError(f"duration {text!r} ends with a number without a unit")
-    return timedelta(seconds=total)
+    return _seconds(text, total)
+
+
+def _seconds(text: str, seconds: float) -> timedelta:
+    # float() accepts "-5", "inf", "nan" and "1e400"; timedelta raises OverflowError past ~10^9 days.
+    if not math.isfinite(seconds):
+        raise ConfigError(f"duration {text!r} is not a finite number of seconds")
+    if seconds < 0:
+        raise ConfigError(f"duration {text!r} must not be negative")
+    try:
+        return timedelta(seconds=seconds)
+    except OverflowError:
+        raise ConfigError(f"duration {text!r} is too long") from None
 
 
 def env_duration(name: str, default: str, environ: Mapping[str, str] | None = None) -> timedelta:

@@ -20,10 +20,12 @@ REPO = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
 
 
-def wait_for(condition: Callable[[], T], *, timeout: float, interval: float = 0.1, what: str = "condition") -> T:
+def wait_for(
+    condition: Callable[[], T | None], *, timeout: float, interval: float = 0.1, what: str = "condition"
+) -> T:
     """Poll until ``condition()`` is truthy and return it; fail the test with ``what`` after ``timeout``."""
     deadline = time.monotonic() + timeout
-    last: T = condition()
+    last = condition()
     while not last:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last value: {last!r})")
@@ -44,7 +46,8 @@ class Process:
         )
 
     def log_text(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def is_running(self) -> bool:

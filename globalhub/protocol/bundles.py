@@ -135,7 +135,8 @@ def _non_negative(extensions: Mapping[str, str], name: str, *, required: bool) -
         if required:
             raise BundleError(f"{name} is required on this frame")
         return None
-    if not text.isdigit() or len(text) > 12:
+    # isascii: str.isdigit also accepts digits such as '²' that int() then rejects with a plain ValueError.
+    if not (text.isascii() and text.isdigit()) or len(text) > 12:
         raise BundleError(f"{name} {text[:40]!r} is not a non-negative integer")
     return int(text)
 
@@ -188,10 +189,11 @@ def frame_resync(
     metadata: list[bytes] = []
     for meta, encoded in objects:
         if not objects_buffer.fits(encoded):
-            if not objects_buffer.items:
+            if objects_buffer.items:
+                yield Frame(resync_id, _kind_for(seq), seq, objects_buffer.take())
+                seq += 1
+            if not objects_buffer.fits(encoded):  # checked again on the empty buffer: it may not fit even alone
                 raise ObjectTooLarge(f"object {meta.id} is {len(encoded)} bytes, more than a bundle may hold")
-            yield Frame(resync_id, _kind_for(seq), seq, objects_buffer.take())
-            seq += 1
         objects_buffer.add(encoded)
         metadata.append(dumps(meta.to_json()))
     if objects_buffer.items or seq == 0:
@@ -201,9 +203,10 @@ def frame_resync(
     pending: list[bytes] = []  # metadata frames are held back one step so the last can be marked complete
     for entry in metadata:
         if not metadata_buffer.fits(entry):
-            if not metadata_buffer.items:
+            if metadata_buffer.items:
+                pending.append(metadata_buffer.take())
+            if not metadata_buffer.fits(entry):
                 raise ObjectTooLarge("an object metadata entry is larger than a bundle may hold")
-            pending.append(metadata_buffer.take())
         metadata_buffer.add(entry)
     pending.append(metadata_buffer.take() if metadata_buffer.items else b'{"resync_metadata":[]}')
     total = seq + len(pending)
@@ -271,7 +274,12 @@ def _metadata(entry: Any, key: str, index: int) -> ObjectMetadata:
     if not isinstance(entry, dict):
         raise BundleError(f"{key}[{index}] must be an object, got {_json_kind(entry)}")
     for name in _METADATA_FIELDS:
-        if name in entry and name not in ("inventory_begin", "complete") and not isinstance(entry[name], str):
+        if name not in entry:
+            continue
+        if name in ("inventory_begin", "complete"):
+            if not isinstance(entry[name], bool):  # upstream's Go bools: anything else fails to unmarshal there
+                raise BundleError(f"{key}[{index}].{name} must be a boolean")
+        elif not isinstance(entry[name], str):
             raise BundleError(f"{key}[{index}].{name} must be a string")
     return ObjectMetadata(id=entry.get("id") or "", name=entry.get("name"), namespace=entry.get("ns"))
 

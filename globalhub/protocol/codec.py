@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cloudevents.core.base import BaseCloudEvent
+from cloudevents.core.bindings.common import decode_header_value
 from cloudevents.core.bindings.kafka import KafkaMessage, from_binary, to_binary
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
@@ -126,12 +127,27 @@ def decode(
             raw.decode("utf-8")
         except UnicodeDecodeError:
             raise InvalidEvent(f"not a CloudEvent: header {name!r} is not UTF-8") from None
+    # The SDK invents an id and a time for an event that lacks them; a consumed event must carry its own id (it
+    # is what redeliveries share), and an absent time stays absent.
+    attribute_headers = {name.lower(): raw.decode("utf-8") for name, raw in header_map.items()}
+    if not attribute_headers.get("ce_id"):
+        raise InvalidEvent("not a valid CloudEvent: missing required attribute 'id' (ce_id header)")
+    raw_time = attribute_headers.get("ce_time")
+    if raw_time is not None:
+        try:
+            decode_header_value("time", raw_time)
+        except (ValueError, OverflowError) as error:
+            raise InvalidEvent(
+                f"not a valid CloudEvent: ce_time {raw_time[:60]!r} is not an RFC 3339 timestamp ({error})"
+            ) from None
     try:
         event = from_binary(KafkaMessage(headers=header_map, key=key, value=value or b""), _FORMAT)
     except Exception as error:  # the SDK raises several unrelated types for bad attributes
         raise InvalidEvent(f"not a valid CloudEvent: {_describe(error)}") from error
     attributes = dict(event.get_attributes())
     attributes.pop(_PARTITION_KEY, None)
+    if raw_time is None:
+        attributes.pop("time", None)
     extensions = {
         name: str(val) for name, val in attributes.items() if name not in _CORE_ATTRIBUTES and val is not None
     }
@@ -141,7 +157,7 @@ def decode(
         type=event.get_type(),
         source=event.get_source(),
         subject=event.get_subject(),
-        time=event.get_time(),
+        time=event.get_time() if raw_time is not None else None,
         extensions=extensions,
         data=raw_data if isinstance(raw_data, bytes) else b"",
         attributes=attributes,

@@ -1,0 +1,62 @@
+"""The README's main command, ``bin/demo``, brings up the manager and two simulated hubs whose data arrives."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+from collections.abc import Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import pytest
+from django.conf import settings
+
+from tests.helpers import REPO
+
+pytestmark = pytest.mark.e2e
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def scratch_database(run_id: str) -> Iterator[str]:
+    """A database of its own, so the demo's migrations and data never mix with the tests' or a developer's."""
+    db = settings.DATABASES["default"]
+    server = f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}"
+    name = f"gh_demo_{run_id}"
+    with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield f"{server}/{name}"
+    with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_the_demo_command_serves_the_admin_and_both_hubs_clusters_reach_the_manager(
+    scratch_database: str, redis_url: str, run_id: str
+) -> None:
+    parts = urlsplit(redis_url)
+    env = dict(os.environ)
+    env.update(
+        {
+            "DATABASE_URL": scratch_database,
+            "REDIS_URL": urlunsplit(parts._replace(path="/0")),
+            "GH_WEB_PORT": str(free_port()),
+            "GH_STATUS_TOPIC_PREFIX": f"t{run_id}-demo-gh-status.",
+            "GH_DEMO_CLUSTERS": "50",
+            "DJANGO_SUPERUSER_PASSWORD": "demo-test-password",
+        }
+    )
+    result = subprocess.run(
+        ["bin/demo", "--smoke"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-5000:]
+    assert "demo smoke: 100 clusters from 2 hubs in the manager, admin login page answers 200" in output
+    assert f"http://127.0.0.1:{env['GH_WEB_PORT']}/admin/" in output
+    assert "password: demo-test-password" in output
