@@ -20,9 +20,7 @@ REPO = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
 
 
-def wait_for(
-    condition: Callable[[], T | None], *, timeout: float, interval: float = 0.1, what: str = "condition"
-) -> T:
+def wait_for(condition: Callable[[], T | None], *, timeout: float, interval: float = 0.1, what: str = "condition") -> T:
     """Poll until ``condition()`` is truthy and return it; fail the test with ``what`` after ``timeout``."""
     deadline = time.monotonic() + timeout
     last = condition()
