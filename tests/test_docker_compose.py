@@ -14,7 +14,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 
 HUB_NUMBERS = (1, 2)
-AGENT_PROCESSES = ("worker", "beat", "listener", "simulator")
+AGENT_PROCESSES = ("worker", "simulator")
 INFRASTRUCTURE_SERVICES = {"postgres", "redis", "kafka"}
 MANAGER_PROCESSES = {"web", "consumer", "worker", "beat"}
 MANAGER_SERVICES = {"migrate"} | MANAGER_PROCESSES
@@ -146,3 +146,30 @@ def test_each_hub_agent_uses_its_own_redis_and_hub_name() -> None:
             assert f"HUB_NAME: hub{number}" in environment, f"{name}: {environment}"
             assert f"REDIS_URL: redis://redis-hub{number}:6379/0" in environment, f"{name}: {environment}"
             assert "KAFKA_BOOTSTRAP_SERVERS: kafka:9092" in environment, f"{name}: {environment}"
+
+
+def test_every_python_service_command_names_a_module_or_command_that_exists() -> None:
+    """A compose file can be valid YAML and still start processes that do not exist; check each command's target."""
+    import importlib.util
+
+    from django.core.management import get_commands
+
+    blocks = _service_blocks(_resolved_config())
+    checked = 0
+    for service in sorted(PYTHON_SERVICES):
+        for command in _key(blocks[service], "command"):
+            for part in command.split("&&"):
+                words = part.replace('sh -c "', "").replace('"', "").split()
+                if words[:2] == ["python", "-m"]:
+                    assert importlib.util.find_spec(words[2]) is not None, f"{service}: no module {words[2]}"
+                elif words[:2] == ["python", "manage.py"]:
+                    assert words[2] in get_commands(), f"{service}: no management command {words[2]}"
+                elif words[:2] == ["celery", "-A"]:
+                    assert importlib.util.find_spec(f"{words[2]}.celery") is not None, f"{service}: no app {words[2]}"
+                elif words[0] == "gunicorn":
+                    module = words[1].partition(":")[0]
+                    assert importlib.util.find_spec(module) is not None, f"{service}: no module {module}"
+                else:
+                    pytest.fail(f"{service}: unrecognised command {part!r}")
+                checked += 1
+    assert checked >= len(PYTHON_SERVICES)

@@ -72,14 +72,25 @@ class StatusConsumer:
         log.info("status consumer started: group=%s pattern=%s", self._options.group_id, pattern)
         try:
             while not self._stopping.is_set():
-                messages = self._consumer.consume(self._options.batch_size, self._options.poll_timeout)
-                records = self._records(messages)
+                records = self._records(self._next_batch())
                 if records:
                     self._ingest_with_retry(records)
         finally:
             self._consumer.close()
             connection.close()
             log.info("status consumer stopped")
+
+    def _next_batch(self) -> list[Message]:
+        """Wait for the first message, then take whatever else is already fetched, up to the batch size.
+
+        ``consume(n, timeout)`` alone would wait the whole timeout for ``n`` messages, adding latency to every
+        small burst.
+        """
+        first = self._consumer.poll(self._options.poll_timeout)
+        if first is None:
+            return []
+        rest = self._consumer.consume(self._options.batch_size - 1, 0.02) if self._options.batch_size > 1 else []
+        return [first, *rest]
 
     def _records(self, messages: Sequence[Message]) -> list[Record]:
         records = []

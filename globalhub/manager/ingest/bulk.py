@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from django.db import connection
 
@@ -71,26 +72,22 @@ def upsert_objects(spec: ObjectTable, hub: str, rows: Sequence[ObjectRow], now: 
 
 
 def soft_delete_ids(spec: ObjectTable, hub: str, ids: Sequence[uuid.UUID], now: datetime) -> int:
-    if not ids:
-        return 0
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {spec.table} SET deleted_at = %s, updated_at = %s "
-            f"WHERE {spec.hub_column} = %s AND {spec.id_column} = ANY(%s) AND deleted_at IS NULL",
-            [now, now, hub, list(ids)],
-        )
-        return int(cursor.rowcount)
+    return _soft_delete_matching(spec, hub, spec.id_column, list(ids), now)
 
 
 def soft_delete_names(spec: ObjectTable, hub: str, names: Sequence[str], now: datetime) -> int:
     """Deletes that carry no usable id are matched by name, as upstream does."""
-    if not names:
+    return _soft_delete_matching(spec, hub, spec.name_column, list(names), now)
+
+
+def _soft_delete_matching(spec: ObjectTable, hub: str, column: str, values: list[Any], now: datetime) -> int:
+    if not values:
         return 0
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {spec.table} SET deleted_at = %s, updated_at = %s "
-            f"WHERE {spec.hub_column} = %s AND {spec.name_column} = ANY(%s) AND deleted_at IS NULL",
-            [now, now, hub, list(names)],
+            f"WHERE {spec.hub_column} = %s AND {column} = ANY(%s) AND deleted_at IS NULL",
+            [now, now, hub, values],
         )
         return int(cursor.rowcount)
 
