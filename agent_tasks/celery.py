@@ -1,7 +1,9 @@
 """The agent's Celery app: ``celery -A agent_tasks worker`` / ``celery -A agent_tasks beat``.
 
 The broker is the hub's own Redis (``REDIS_URL``); tasks go to a queue named after the hub, so agents of several
-hubs may share one Redis server.
+hubs may share one Redis server. Beat ticks every second: ``agent.drain`` (one queued resync) and ``agent.sync``
+(due deltas, heartbeat, periodic resyncs). Each tick expires after 1.5 s, so ticks a busy worker could not take in
+time are dropped instead of piling up, and a Redis lock keeps two drains from overlapping.
 """
 
 from __future__ import annotations
@@ -10,13 +12,14 @@ import logging
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_ready
+from celery.signals import after_setup_logger, worker_init
 
 from agent_tasks.config import AgentConfig
 
 log = logging.getLogger(__name__)
 
 _config = AgentConfig.from_env()
+TICK_SECONDS = 1.0
 
 app = Celery("agent_tasks", include=["agent_tasks.tasks"])
 app.conf.update(
@@ -29,20 +32,38 @@ app.conf.update(
     task_ignore_result=True,
     task_acks_late=True,
     worker_prefetch_multiplier=1,
+    worker_concurrency=2,  # a long resync (drain) never holds up the delta ticks (sync)
     task_soft_time_limit=600,
     task_time_limit=900,
-    worker_hijack_root_logger=True,
+    # Beat's schedule is fixed in code: nothing to persist, so several hubs' beats can share a working directory.
+    beat_scheduler="celery.beat:Scheduler",
+    beat_schedule={
+        "drain-resync-queue": {
+            "task": "agent.drain",
+            "schedule": TICK_SECONDS,
+            "options": {"expires": TICK_SECONDS * 1.5},
+        },
+        "periodic-sync": {
+            "task": "agent.sync",
+            "schedule": TICK_SECONDS,
+            "options": {"expires": TICK_SECONDS * 1.5},
+        },
+    },
 )
 
 
-@worker_ready.connect
-def _on_worker_ready(**kwargs: Any) -> None:
-    """An agent start makes sure its status topic exists and sends its full state once."""
-    from agent_tasks.runtime import get_runtime
-    from agent_tasks.tasks import resync
-    from agent_tasks.types import OBJECT_TYPES
+@worker_init.connect
+def _on_worker_init(**kwargs: Any) -> None:
+    """An agent start: versions reset, cursors at the end of the change logs, every type queued for resync."""
+    from agent_tasks.runtime import Runtime
 
-    get_runtime().ensure_status_topic()
-    for short_type in OBJECT_TYPES:
-        resync.delay(short_type)
-    log.info("hub=%s agent ready, startup resync queued for %s", _config.hub_name, ", ".join(OBJECT_TYPES))
+    runtime = Runtime.create(_config)  # this process only; pool processes build their own after the fork
+    runtime.agent.start()
+    runtime.redis.close()
+
+
+@after_setup_logger.connect
+def _quiet_tick_logging(**kwargs: Any) -> None:
+    """Two ticks a second would log four lines a second per hub; log our own work instead (and any failure)."""
+    for name in ("celery.app.trace", "celery.worker.strategy", "celery.beat"):
+        logging.getLogger(name).setLevel(logging.WARNING)

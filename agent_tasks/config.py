@@ -6,7 +6,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from globalhub.envconf import env_str
+from agent_tasks.emitter import SendMode
+from globalhub.envconf import ConfigError, env_duration, env_int, env_str
 from globalhub.protocol.events import DEFAULT_SPEC_TOPIC, DEFAULT_STATUS_TOPIC_PREFIX, status_topic, validate_hub_name
 from globalhub.protocol.kafka import KafkaSettings
 
@@ -18,18 +19,34 @@ class AgentConfig:
     kafka: KafkaSettings
     spec_topic: str = DEFAULT_SPEC_TOPIC
     status_topic_prefix: str = DEFAULT_STATUS_TOPIC_PREFIX
+    send_mode: SendMode = SendMode.BATCH
+    send_timeout_ms: int = 15_000
+    metrics_port: int = 0
 
     @property
     def status_topic(self) -> str:
         return status_topic(self.hub_name, self.status_topic_prefix)
 
+    @property
+    def spec_group(self) -> str:
+        """The spec listener's consumer group: one per hub, as upstream (``-`` becomes ``_``)."""
+        return "globalhub_agent_" + self.hub_name.replace("-", "_")
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> AgentConfig:
         env = os.environ if environ is None else environ
+        mode = env_str("GH_SEND_MODE", SendMode.BATCH.value, env)
+        try:
+            send_mode = SendMode(mode)
+        except ValueError:
+            raise ConfigError(f"GH_SEND_MODE={mode!r} must be 'batch' or 'single'") from None
         return cls(
             hub_name=validate_hub_name(env_str("HUB_NAME", "hub1", env)),
             redis_url=env_str("REDIS_URL", "redis://127.0.0.1:56379/1", env),
             kafka=KafkaSettings.from_env(env),
             spec_topic=env_str("GH_SPEC_TOPIC", DEFAULT_SPEC_TOPIC, env),
             status_topic_prefix=env_str("GH_STATUS_TOPIC_PREFIX", DEFAULT_STATUS_TOPIC_PREFIX, env),
+            send_mode=send_mode,
+            send_timeout_ms=int(env_duration("GH_SEND_TIMEOUT", "15s", env).total_seconds() * 1000),
+            metrics_port=env_int("GH_AGENT_METRICS_PORT", 0, env),
         )

@@ -25,19 +25,85 @@ CHANGE_LOG_MAX = 1_000_000
 
 
 class Inventory(Protocol):
+    """What the agent reads. A Kubernetes-backed inventory would implement the same methods."""
+
     def list_encoded(self, short_type: str) -> Iterator[tuple[str, bytes]]:
         """Every object of a type as (id, JSON bytes), streamed."""
         ...
 
-    def count(self, short_type: str) -> int: ...
+    def get_encoded(self, short_type: str, ids: list[str]) -> list[bytes | None]:
+        """The current JSON of each id (None for an id that no longer exists)."""
+        ...
 
-    def get(self, short_type: str, object_id: str) -> dict[str, Any] | None: ...
+    def log_position(self, short_type: str) -> LogPosition:
+        """Where the change log of a type ends now."""
+        ...
+
+    def changes_since(self, short_type: str, cursor: Cursor, until: LogPosition, limit: int) -> ChangeBatch:
+        """Changes after ``cursor`` up to ``until``, at most ``limit`` of them."""
+        ...
+
+    def trim_through(self, short_type: str, cursor: Cursor) -> None:
+        """Forget changes that were sent."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
 class Change:
     object_id: str
     obj: dict[str, Any] | None  # None: delete
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeBatch:
+    """Changes read from the change log: ``(position, object id, op)`` in order, and whether some were lost."""
+
+    entries: list[tuple[str, str, str]]
+    lost: bool  # the log was trimmed past the cursor: changes are missing, only a full resync can repair
+
+    @property
+    def last(self) -> str | None:
+        return self.entries[-1][0] if self.entries else None
+
+
+@dataclass(frozen=True, slots=True)
+class LogPosition:
+    last_id: str
+    added: int  # changes ever logged
+    length: int  # changes still in the log
+
+    @property
+    def trimmed(self) -> int:
+        return self.added - self.length
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """How far changes were sent: the position of the last sent change and how many changes that covers."""
+
+    position: str = "0-0"
+    count: int = 0
+
+    def after(self, batch: ChangeBatch) -> Cursor:
+        last = batch.last
+        return self if last is None else Cursor(last, self.count + len(batch.entries))
+
+    @classmethod
+    def at(cls, position: LogPosition) -> Cursor:
+        return cls(position.last_id, position.added)
+
+    def __str__(self) -> str:
+        return f"{self.position}/{self.count}"
+
+    @classmethod
+    def parse(cls, value: str) -> Cursor:
+        position, _, count = value.partition("/")
+        return cls(position or "0-0", int(count or 0))
+
+
+def stream_id(position: str) -> tuple[int, int]:
+    milliseconds, _, sequence = position.partition("-")
+    return int(milliseconds), int(sequence or 0)
 
 
 class RedisInventory:
@@ -54,6 +120,38 @@ class RedisInventory:
     def list_encoded(self, short_type: str) -> Iterator[tuple[str, bytes]]:
         for raw_id, raw in self._redis.hscan_iter(self.objects_key(short_type), count=SCAN_BATCH):
             yield text(raw_id), raw if isinstance(raw, bytes) else str(raw).encode()
+
+    def get_encoded(self, short_type: str, ids: list[str]) -> list[bytes | None]:
+        if not ids:
+            return []
+        values = self._redis.hmget(self.objects_key(short_type), ids)
+        return [v if v is None or isinstance(v, bytes) else str(v).encode() for v in values]
+
+    def log_position(self, short_type: str) -> LogPosition:
+        """The newest change and how many changes were ever logged, read together (one XINFO)."""
+        try:
+            info = self._redis.xinfo_stream(self.changes_key(short_type))
+        except redis.ResponseError:  # no change was ever logged for this type
+            return LogPosition("0-0", 0, 0)
+        return LogPosition(text(info["last-generated-id"]), int(info["entries-added"]), int(info["length"]))
+
+    def changes_since(self, short_type: str, cursor: Cursor, until: LogPosition, limit: int) -> ChangeBatch:
+        """Changes after ``cursor`` up to ``until``; ``lost`` when the log was trimmed past the cursor."""
+        lost = until.trimmed > cursor.count
+        if stream_id(until.last_id) <= stream_id(cursor.position):
+            return ChangeBatch([], lost=lost)
+        raw = self._redis.xrange(
+            self.changes_key(short_type), min=f"({cursor.position}", max=until.last_id, count=limit
+        )
+        entries = [
+            (text(position), text(fields[b"id"]), text(fields[b"op"]))  # type: ignore[index]
+            for position, fields in raw or ()
+        ]
+        return ChangeBatch(entries, lost=lost)
+
+    def trim_through(self, short_type: str, cursor: Cursor) -> None:
+        """Forget changes that were sent (everything before the cursor's position)."""
+        self._redis.xtrim(self.changes_key(short_type), minid=cursor.position, approximate=True)
 
     def count(self, short_type: str) -> int:
         return int(self._redis.hlen(self.objects_key(short_type)))

@@ -1,4 +1,4 @@
-"""The agent's long-lived clients (Redis, Kafka producer), created once per process, after any fork."""
+"""The agent's long-lived objects (Redis, Kafka producer, the engine), created once per process, after any fork."""
 
 from __future__ import annotations
 
@@ -10,7 +10,11 @@ import redis
 
 from agent_tasks.config import AgentConfig
 from agent_tasks.emitter import Emitter
+from agent_tasks.engine import Agent
+from agent_tasks.intervals import Intervals
 from agent_tasks.inventory import RedisInventory
+from agent_tasks.resync_queue import ResyncQueue
+from agent_tasks.state import StateStore
 from agent_tasks.versions import VersionStore
 from globalhub.protocol.kafka import STATUS_TOPIC_CONFIG, ConfirmedProducer, ensure_topics
 
@@ -19,22 +23,50 @@ from globalhub.protocol.kafka import STATUS_TOPIC_CONFIG, ConfirmedProducer, ens
 class Runtime:
     config: AgentConfig
     redis: redis.Redis
-    inventory: RedisInventory
-    versions: VersionStore
-    producer: ConfirmedProducer
-    emitter: Emitter
+    agent: Agent
 
     @classmethod
     def create(cls, config: AgentConfig) -> Runtime:
         client = redis.Redis.from_url(config.redis_url)
         inventory = RedisInventory(client, config.hub_name)
         versions = VersionStore(client, config.hub_name)
-        producer = ConfirmedProducer(config.kafka)
-        emitter = Emitter(config.hub_name, config.status_topic, inventory, versions, producer)
-        return cls(config, client, inventory, versions, producer, emitter)
+        state = StateStore(client, config.hub_name)
+        producer = ConfirmedProducer(config.kafka, **{"message.timeout.ms": config.send_timeout_ms})
+        topic = _TopicOnce(config)
+        emitter = Emitter(
+            config.hub_name,
+            config.status_topic,
+            inventory,
+            versions,
+            state,
+            producer,
+            send_mode=config.send_mode,
+            before_send=topic.ensure,
+        )
+        agent = Agent(
+            config.hub_name,
+            client,
+            inventory,
+            versions,
+            state,
+            ResyncQueue(client, config.hub_name),
+            Intervals(client, config.hub_name),
+            emitter,
+        )
+        return cls(config, client, agent)
 
-    def ensure_status_topic(self) -> None:
-        ensure_topics(self.config.kafka, [self.config.status_topic], STATUS_TOPIC_CONFIG)
+
+class _TopicOnce:
+    """Creates the hub's status topic before the first send of this process (retried until it succeeds)."""
+
+    def __init__(self, config: AgentConfig) -> None:
+        self._config = config
+        self._done = False
+
+    def ensure(self) -> None:
+        if not self._done:
+            ensure_topics(self._config.kafka, [self._config.status_topic], STATUS_TOPIC_CONFIG, timeout=10)
+            self._done = True
 
 
 class _ProcessLocal:

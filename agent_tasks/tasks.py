@@ -1,21 +1,26 @@
-"""The agent's Celery tasks: thin adapters over the emitter."""
+"""The agent's Celery tasks: thin adapters over :class:`agent_tasks.engine.Agent`."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from agent_tasks.celery import app
 from agent_tasks.runtime import get_runtime
-from agent_tasks.types import OBJECT_TYPES
 
 
-@app.task(name="agent.resync")
-def resync(short_type: str) -> dict[str, Any]:
-    """Send the full state of one type now (a ``managedcluster`` resync, say)."""
-    kind = OBJECT_TYPES.get(short_type)
-    if kind is None:
-        raise ValueError(f"unknown resync type {short_type!r}; known: {', '.join(OBJECT_TYPES)}")
-    runtime = get_runtime()
-    with runtime.redis.lock(f"gh:{runtime.config.hub_name}:agent:lock:{short_type}", timeout=900):
-        report = runtime.emitter.resync(kind)
-    return {"objects": report.objects, "messages": report.messages, "bytes": report.bytes}
+@app.task(name="agent.drain", ignore_result=True)
+def drain() -> str | None:
+    """Every second: pop one queued type and send its full state."""
+    report = get_runtime().agent.drain()
+    return None if report is None else report.type
+
+
+@app.task(name="agent.sync", ignore_result=True)
+def sync() -> list[str]:
+    """Every second: due delta syncs, heartbeat and periodic resyncs."""
+    result = get_runtime().agent.sync()
+    return [report.type for report in result.sent]
+
+
+@app.task(name="agent.resync", ignore_result=True)
+def resync(short_type: str) -> int:
+    """Queue a full resync of one type (what a manager request or an operator asks for)."""
+    return get_runtime().agent.request_resync([short_type])

@@ -1,28 +1,54 @@
-"""What the agent knows about each status type it reports: how to turn an inventory object into a bundle entry."""
+"""The status types an agent reports, and how each turns inventory objects into bundles. Add a type here.
+
+Three kinds, as upstream's emitters:
+
+* **hybrid** (managed clusters, local policy specs): deltas carry changed objects (``update``) and removals
+  (``delete``); a full resync is framed ``resync`` objects plus the ``resync_metadata`` listing.
+* **complete** (hub info, local compliance): every send is the whole state; a change makes the next tick send it.
+* **heartbeat**: ``[]`` at every interval.
+"""
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from datetime import timedelta
+from enum import StrEnum
+from typing import Any, Final
 
 from globalhub.protocol.bundles import ObjectMetadata
-from globalhub.protocol.events import EventType
+from globalhub.protocol.events import EVENT_TYPE_PREFIX, RESYNC_TYPES, EventType
 from globalhub.protocol.objects import MANAGED_BY_ANNOTATION, cluster_claim_id, object_name, object_uid
+
+HUB_INFO_KEY: Final = "hub"  # the one field of the hub-info inventory hash
+
+
+class Kind(StrEnum):
+    HYBRID = "hybrid"
+    COMPLETE = "complete"
+    HEARTBEAT = "heartbeat"
+
+
+Tweak = Callable[[dict[str, Any], str], dict[str, Any]]
 
 
 @dataclass(frozen=True)
-class ObjectType:
-    """A hybrid type: objects sent whole in ``update``/``resync``, listed by id in ``resync_metadata``."""
-
+class StatusType:
     event_type: EventType
-    tweak: Callable[[dict[str, Any], str], dict[str, Any]]
-    id_of: Callable[[dict[str, Any]], str | None]
+    kind: Kind
+    sync_interval: timedelta
+    resync_interval: timedelta
+    tweak: Tweak | None = None
+    id_of: Callable[[dict[str, Any]], str | None] | None = None
 
     @property
     def short(self) -> str:
         return self.event_type.short
+
+    @property
+    def resyncable(self) -> bool:
+        return self.kind is not Kind.HEARTBEAT
 
     def metadata(self, obj: dict[str, Any], object_id: str) -> ObjectMetadata:
         metadata = obj.get("metadata") or {}
@@ -46,7 +72,32 @@ def tweak_policy(policy: dict[str, Any], hub: str) -> dict[str, Any]:
     return result
 
 
-MANAGED_CLUSTERS = ObjectType(EventType.MANAGED_CLUSTER, tweak_cluster, cluster_claim_id)
-LOCAL_POLICY_SPECS = ObjectType(EventType.LOCAL_POLICY_SPEC, tweak_policy, object_uid)
+DELTA: Final = timedelta(seconds=5)
+MINUTE: Final = timedelta(seconds=60)
+SIX_HOURS: Final = timedelta(hours=6)
 
-OBJECT_TYPES: dict[str, ObjectType] = {t.short: t for t in (MANAGED_CLUSTERS,)}
+HEARTBEAT = StatusType(EventType.HEARTBEAT, Kind.HEARTBEAT, MINUTE, SIX_HOURS)
+HUB_INFO = StatusType(EventType.HUB_INFO, Kind.COMPLETE, MINUTE, SIX_HOURS)
+MANAGED_CLUSTERS = StatusType(
+    EventType.MANAGED_CLUSTER, Kind.HYBRID, DELTA, SIX_HOURS, tweak=tweak_cluster, id_of=cluster_claim_id
+)
+LOCAL_POLICY_SPECS = StatusType(
+    EventType.LOCAL_POLICY_SPEC, Kind.HYBRID, DELTA, SIX_HOURS, tweak=tweak_policy, id_of=object_uid
+)
+LOCAL_COMPLIANCE = StatusType(EventType.LOCAL_COMPLIANCE, Kind.COMPLETE, DELTA, SIX_HOURS)
+
+STATUS_TYPES: dict[str, StatusType] = {
+    t.short: t for t in (HEARTBEAT, HUB_INFO, MANAGED_CLUSTERS, LOCAL_POLICY_SPECS, LOCAL_COMPLIANCE)
+}
+# What an agent start queues, and what a resync request may ask for: the manager's four, in its order.
+RESYNC_ORDER: tuple[str, ...] = tuple(t.short for t in RESYNC_TYPES)
+assert all(STATUS_TYPES[name].resyncable for name in RESYNC_ORDER)
+
+
+def status_type(name: str) -> StatusType:
+    """Look a type up by short key or full CE type; ``KeyError`` with the known names otherwise."""
+    short = name.removeprefix(EVENT_TYPE_PREFIX)
+    try:
+        return STATUS_TYPES[short]
+    except KeyError:
+        raise KeyError(f"unknown status type {name!r}; known: {', '.join(STATUS_TYPES)}") from None

@@ -49,6 +49,8 @@ def test_the_demo_command_serves_the_admin_and_both_hubs_clusters_reach_the_mana
             "GH_WEB_PORT": str(free_port()),
             "GH_STATUS_TOPIC_PREFIX": f"t{run_id}-demo-gh-status.",
             "GH_DEMO_CLUSTERS": "50",
+            "GH_DEMO_METRICS_BASE": "0",
+            "GH_SPEC_TOPIC": f"t{run_id}-demo-gh-spec",
             "DJANGO_SUPERUSER_PASSWORD": "demo-test-password",
         }
     )

@@ -14,7 +14,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 
 HUB_NUMBERS = (1, 2)
-AGENT_PROCESSES = ("worker", "simulator")
+AGENT_PROCESSES = ("worker", "beat", "listener", "simulator")
 INFRASTRUCTURE_SERVICES = {"postgres", "redis", "kafka"}
 MANAGER_PROCESSES = {"web", "consumer", "worker", "beat"}
 MANAGER_SERVICES = {"migrate"} | MANAGER_PROCESSES

@@ -19,6 +19,7 @@ from celery import Celery
 from django.conf import settings
 
 from agent_tasks.inventory import Change, RedisInventory
+from agent_tasks.resync_queue import ResyncQueue
 from agent_tasks.types import tweak_cluster
 from globalhub.manager.models import ManagedCluster, ResyncProgress
 from globalhub.protocol.events import EventType
@@ -50,6 +51,8 @@ def process_env(
             "GH_CONSUMER_GROUP": f"test-{run_id}-{hub_name}",
             "GH_TOPIC_REFRESH_MS": "500",
             "PYTHONUNBUFFERED": "1",
+            # Only full resyncs in this test: delta sync would send the same changes another way.
+            "GH_AGENT_INTERVALS": "managedcluster=1h",
         }
     )
     return env
@@ -75,7 +78,6 @@ def start_pipeline(env: dict[str, str], tmp_path: Path, processes: list[Process]
                 "-A",
                 "agent_tasks",
                 "worker",
-                "--pool=solo",
                 "--without-heartbeat",
                 "--without-gossip",
                 "--without-mingle",
@@ -86,10 +88,11 @@ def start_pipeline(env: dict[str, str], tmp_path: Path, processes: list[Process]
             tmp_path,
         )
     )
+    processes.append(Process("agent-beat", celery_argv("-A", "agent_tasks", "beat", "-l", "info"), env, tmp_path))
 
 
 def request_resync(env: dict[str, str], short_type: str) -> None:
-    """What the manager's resync request turns into on the hub: a resync task on the agent's queue."""
+    """Ask the agent for a full resync through its Celery queue (the spec listener has its own tests)."""
     client = Celery(broker=env["REDIS_URL"])
     client.send_task("agent.resync", args=[short_type], queue=f"gh-agent.{env['HUB_NAME']}")
     client.close()
@@ -114,6 +117,9 @@ def test_a_thousand_clusters_reach_the_manager_and_removed_ones_are_soft_deleted
         timeout=90,
         what="the startup resync of an empty inventory",
     )
+
+    queue = ResyncQueue(redis.Redis.from_url(redis_url), hub_name)
+    wait_for(lambda: queue.length() == 0, timeout=30, what="the startup resyncs to leave the queue")
 
     written = inventory.apply(CLUSTER, cluster_changes(hub_name, 1000, seed=7))
     assert written == 1000

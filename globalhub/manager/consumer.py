@@ -20,7 +20,7 @@ from django.db import DatabaseError, close_old_connections, connection
 from globalhub.manager.ingest.pipeline import BatchStats, ingest_batch, stored_positions
 from globalhub.manager.ingest.records import Record
 from globalhub.protocol.events import status_topic_pattern
-from globalhub.protocol.kafka import KafkaSettings
+from globalhub.protocol.kafka import KafkaSettings, headers_of
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,9 @@ class StatusConsumer:
         for message in messages:
             error = message.error()
             if error is not None:
-                if error.code() != KafkaError._PARTITION_EOF:
+                if error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+                    log.debug("no hub status topic yet: %s", error)  # normal until the first agent starts
+                elif error.code() != KafkaError._PARTITION_EOF:
                     log.warning("kafka consumer error: %s", error)
                 continue
             records.append(
@@ -107,7 +109,7 @@ class StatusConsumer:
                     offset=message.offset() or 0,
                     key=message.key(),
                     value=message.value(),
-                    headers=_headers(message),
+                    headers=headers_of(message),
                 )
             )
         return records
@@ -168,9 +170,3 @@ class StatusConsumer:
                 connection.close()
                 time.sleep(delay)
                 delay = min(delay * 2, self._options.retry_max)
-
-
-def _headers(message: Message) -> tuple[tuple[str, bytes | None], ...]:
-    raw = message.headers() or ()
-    items = raw.items() if isinstance(raw, dict) else raw
-    return tuple((name, value.encode() if isinstance(value, str) else value) for name, value in items)

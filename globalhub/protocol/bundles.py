@@ -143,15 +143,18 @@ def _non_negative(extensions: Mapping[str, str], name: str, *, required: bool) -
 
 @dataclass(slots=True)
 class _FrameBuffer:
-    """Accumulates pre-encoded array items of one bundle key until the next one would pass the size limit."""
+    """Accumulates pre-encoded array items until the next one would pass the size limit.
 
-    key: str
+    With a ``key`` the payload is ``{"<key>": [...]}``, without one it is a bare JSON array.
+    """
+
+    key: str | None
     limit: int
     items: list[bytes] = field(default_factory=list)
     size: int = 0
 
     def overhead(self) -> int:
-        return len(b'{"":[]}') + len(self.key)
+        return len(b"[]") if self.key is None else len(b'{"":[]}') + len(self.key)
 
     def fits(self, item: bytes) -> bool:
         separator = 1 if self.items else 0
@@ -162,9 +165,12 @@ class _FrameBuffer:
         self.items.append(item)
 
     def payload(self) -> bytes:
+        array = b"[" + b",".join(self.items) + b"]"
+        if self.key is None:
+            return array
         if not self.items:
             return b"{}"
-        return b'{"' + self.key.encode() + b'":[' + b",".join(self.items) + b"]}"
+        return b'{"' + self.key.encode() + b'":' + array + b"}"
 
     def take(self) -> bytes:
         payload = self.payload()
@@ -173,54 +179,89 @@ class _FrameBuffer:
         return payload
 
 
+def pack(items: Iterable[bytes], key: str | None, *, limit: int = MAX_BUNDLE_BYTES) -> Iterator[bytes]:
+    """Pack encoded array items into as few payloads as fit ``limit``; yields nothing for no items.
+
+    Raises :class:`ObjectTooLarge` for an item that cannot fit a payload on its own.
+    """
+    buffer = _FrameBuffer(key, limit)
+    for item in items:
+        if not buffer.fits(item):
+            if buffer.items:
+                yield buffer.take()
+            if not buffer.fits(item):  # checked again on the empty buffer: it may not fit even alone
+                raise ObjectTooLarge(f"an item of {len(item)} bytes is more than a bundle may hold ({limit})")
+        buffer.add(item)
+    if buffer.items:
+        yield buffer.take()
+
+
 def frame_resync(
     objects: Iterable[tuple[ObjectMetadata, bytes]],
     *,
     limit: int = MAX_BUNDLE_BYTES,
     resync_id: str | None = None,
 ) -> Iterator[Frame]:
-    """Frame a full resync of ``(metadata, encoded object)`` pairs; objects are streamed, ids are kept.
+    """Frame a full resync of a hybrid type from ``(metadata, encoded object)`` pairs.
 
-    Raises :class:`ObjectTooLarge` for an object (or id entry) that cannot fit a frame on its own.
+    Objects are streamed (only their ids are kept). Raises :class:`ObjectTooLarge` for an object or id entry that
+    cannot fit a frame on its own.
     """
     resync_id = resync_id or uuid.uuid4().hex
-    seq = 0
-    objects_buffer = _FrameBuffer("resync", limit)
     metadata: list[bytes] = []
-    for meta, encoded in objects:
-        if not objects_buffer.fits(encoded):
-            if objects_buffer.items:
-                yield Frame(resync_id, _kind_for(seq), seq, objects_buffer.take())
-                seq += 1
-            if not objects_buffer.fits(encoded):  # checked again on the empty buffer: it may not fit even alone
-                raise ObjectTooLarge(f"object {meta.id} is {len(encoded)} bytes, more than a bundle may hold")
-        objects_buffer.add(encoded)
-        metadata.append(dumps(meta.to_json()))
-    if objects_buffer.items or seq == 0:
-        yield Frame(resync_id, _kind_for(seq), seq, objects_buffer.take())
-        seq += 1
-    metadata_buffer = _FrameBuffer("resync_metadata", limit)
-    pending: list[bytes] = []  # metadata frames are held back one step so the last can be marked complete
-    for entry in metadata:
-        if not metadata_buffer.fits(entry):
-            if metadata_buffer.items:
-                pending.append(metadata_buffer.take())
-            if not metadata_buffer.fits(entry):
-                raise ObjectTooLarge("an object metadata entry is larger than a bundle may hold")
-        metadata_buffer.add(entry)
-    pending.append(metadata_buffer.take() if metadata_buffer.items else b'{"resync_metadata":[]}')
-    total = seq + len(pending)
-    for index, payload in enumerate(pending):
-        is_last = index == len(pending) - 1
-        yield Frame(
-            resync_id,
-            FrameKind.COMPLETE if is_last else FrameKind.CHUNK,
-            seq,
-            payload,
-            total=total if is_last else None,
-            object_count=len(metadata) if is_last else None,
-        )
-        seq += 1
+    current = ""
+
+    def encoded_objects() -> Iterator[bytes]:
+        nonlocal current
+        for meta, encoded in objects:
+            current = meta.id
+            metadata.append(dumps(meta.to_json()))
+            yield encoded
+
+    seq = 0
+    try:
+        for payload in pack(encoded_objects(), "resync", limit=limit):
+            yield Frame(resync_id, _kind_for(seq), seq, payload)
+            seq += 1
+    except ObjectTooLarge as error:
+        raise ObjectTooLarge(f"object {current}: {error}") from None
+    if seq == 0:
+        yield Frame(resync_id, FrameKind.BEGIN, 0, b"{}")
+        seq = 1
+    listings = list(pack(metadata, "resync_metadata", limit=limit)) or [b'{"resync_metadata":[]}']
+    yield from _numbered(resync_id, listings, first_seq=seq, object_count=len(metadata))
+
+
+def frame_complete(
+    entries: Iterable[bytes], *, limit: int = MAX_BUNDLE_BYTES, resync_id: str | None = None
+) -> Iterator[Frame]:
+    """Frame the full state of a complete type (a JSON array of entries) into arrays of at most ``limit`` bytes.
+
+    A state that fits one message is a single ``complete`` frame (seq 0, total 1), whose payload is exactly the
+    array an upstream agent sends; the manager applies the state only once every frame has arrived.
+    """
+    resync_id = resync_id or uuid.uuid4().hex
+    count = 0
+
+    def counted() -> Iterator[bytes]:
+        nonlocal count
+        for entry in entries:
+            count += 1
+            yield entry
+
+    payloads = list(pack(counted(), None, limit=limit)) or [b"[]"]
+    yield from _numbered(resync_id, payloads, first_seq=0, object_count=count)
+
+
+def _numbered(resync_id: str, payloads: list[bytes], *, first_seq: int, object_count: int) -> Iterator[Frame]:
+    """Frames for ``payloads`` from ``first_seq`` on; the last is ``complete`` and carries the totals."""
+    total = first_seq + len(payloads)
+    for index, payload in enumerate(payloads):
+        seq = first_seq + index
+        if seq == total - 1:
+            yield Frame(resync_id, FrameKind.COMPLETE, seq, payload, total=total, object_count=object_count)
+        else:
+            yield Frame(resync_id, _kind_for(seq), seq, payload)
 
 
 def _kind_for(seq: int) -> FrameKind:

@@ -196,3 +196,10 @@ class ConfirmedProducer:
     def close(self, timeout: float = 10.0) -> int:
         """Flush what is queued; return how many messages were still undelivered."""
         return int(self._producer.flush(timeout))
+
+
+def headers_of(message: Message) -> tuple[tuple[str, bytes | None], ...]:
+    """A consumed message's headers as (name, bytes) pairs, whatever form the client returned them in."""
+    raw = message.headers() or ()
+    items = raw.items() if isinstance(raw, dict) else raw
+    return tuple((name, value.encode() if isinstance(value, str) else value) for name, value in items)

@@ -1,0 +1,141 @@
+"""Operate one hub's agent (hub from ``HUB_NAME``, Redis from ``REDIS_URL``):
+
+python -m agent_tasks.ctl status [--json]              queue, versions, next sync/resync times, last errors
+python -m agent_tasks.ctl set resync.managedcluster=1h  change an interval now, no restart (ctl unset to undo)
+python -m agent_tasks.ctl unset resync.managedcluster
+python -m agent_tasks.ctl resync managedcluster ...     queue full resyncs by hand
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import redis
+
+from agent_tasks.config import AgentConfig
+from agent_tasks.intervals import RESYNC_PREFIX, Intervals
+from agent_tasks.redisutil import text
+from agent_tasks.resync_queue import ResyncQueue
+from agent_tasks.state import StateStore
+from agent_tasks.types import STATUS_TYPES, status_type
+from agent_tasks.versions import VersionStore
+from globalhub.envconf import ConfigError
+
+
+def status(client: redis.Redis, hub: str, now: float | None = None) -> dict[str, Any]:
+    """Everything an operator asks about one agent, as plain data."""
+    moment = time.time() if now is None else now
+    intervals = Intervals(client, hub).snapshot()
+    states = StateStore(client, hub).all()
+    versions = VersionStore(client, hub).all()
+    types = {}
+    for name, kind in STATUS_TYPES.items():
+        state = states.get(name)
+        sync_every = intervals[name]
+        resync_every = intervals[RESYNC_PREFIX + name]
+        last_sync = state.last_sync if state else None
+        last_resync = state.last_resync if state else None
+        types[name] = {
+            "kind": kind.kind.value,
+            "version": str(versions[name]) if name in versions else "0.0",
+            "sync_interval": _duration(sync_every),
+            "resync_interval": _duration(resync_every) if kind.resyncable else None,
+            "next_sync_at": _at(last_sync + sync_every.total_seconds()) if last_sync else "now",
+            "next_resync_at": (_at(last_resync + resync_every.total_seconds()) if last_resync else "now")
+            if kind.resyncable
+            else None,
+            "last_sent_at": _at(state.last_sent) if state and state.last_sent else None,
+            "sent_messages": state.sent_messages if state else 0,
+            "last_error": state.last_error if state and state.last_error else None,
+            "last_error_at": _at(state.last_error_at) if state and state.last_error_at else None,
+        }
+    queue = [{"type": w.type, "waiting_seconds": round(w.waited(moment), 3)} for w in ResyncQueue(client, hub).items()]
+    listener = {text(k): text(v) for k, v in client.hgetall(f"gh:{hub}:agent:listener").items()}
+    return {
+        "hub": hub,
+        "queue": queue,
+        "types": types,
+        "interval_settings": {k: _duration(v) for k, v in Intervals(client, hub).runtime_settings().items()},
+        "listener": listener,
+    }
+
+
+def _at(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
+
+
+def _duration(value: timedelta) -> str:
+    seconds = value.total_seconds()
+    for unit, size in (("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+def render(report: dict[str, Any]) -> str:
+    lines = [f"hub {report['hub']}"]
+    queue = report["queue"]
+    waiting = ", ".join(f"{item['type']} ({item['waiting_seconds']:.1f}s)" for item in queue)
+    lines.append(f"resync queue: {len(queue)} waiting{': ' + waiting if queue else ''}")
+    lines.append(f"{'type':<24} {'version':<10} {'sync':<6} {'resync':<7} {'next sync':<26} {'next resync':<26} error")
+    for name, row in report["types"].items():
+        lines.append(
+            f"{name:<24} {row['version']:<10} {row['sync_interval']:<6} {row['resync_interval'] or '-':<7} "
+            f"{row['next_sync_at']:<26} {row['next_resync_at'] or '-':<26} {row['last_error'] or ''}"
+        )
+    if report["interval_settings"]:
+        lines.append(
+            "run-time interval settings: " + ", ".join(f"{k}={v}" for k, v in report["interval_settings"].items())
+        )
+    if report["listener"]:
+        lines.append("spec listener: " + ", ".join(f"{k}={v}" for k, v in sorted(report["listener"].items())))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m agent_tasks.ctl", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    show = commands.add_parser("status", help="show the agent's state")
+    show.add_argument("--json", action="store_true")
+    setting = commands.add_parser("set", help="set intervals at run time, e.g. resync.managedcluster=1h")
+    setting.add_argument("settings", nargs="+")
+    unsetting = commands.add_parser("unset", help="drop run-time interval settings")
+    unsetting.add_argument("keys", nargs="+")
+    resync = commands.add_parser("resync", help="queue full resyncs")
+    resync.add_argument("types", nargs="+")
+    args = parser.parse_args(argv)
+
+    config = AgentConfig.from_env()
+    client = redis.Redis.from_url(config.redis_url)
+    try:
+        if args.command == "status":
+            report = status(client, config.hub_name)
+            print(json.dumps(report, indent=2) if args.json else render(report))
+        elif args.command == "set":
+            intervals = Intervals(client, config.hub_name)
+            for item in args.settings:
+                key, value = intervals.set(item)
+                print(f"{config.hub_name}: {key} = {_duration(value)}")
+        elif args.command == "unset":
+            intervals = Intervals(client, config.hub_name)
+            for key in args.keys:
+                print(f"{config.hub_name}: {key} {'back to its default' if intervals.unset(key) else 'was not set'}")
+        else:
+            names = [status_type(name).short for name in args.types]
+            added = ResyncQueue(client, config.hub_name).push(names)
+            print(f"{config.hub_name}: {added} of {len(names)} queued (the others were already waiting)")
+    except (ConfigError, KeyError) as error:
+        print(f"error: {error.args[0] if isinstance(error, KeyError) else error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

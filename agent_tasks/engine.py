@@ -1,0 +1,194 @@
+"""The agent's resync engine: startup, the 1-second queue drain, and the periodic delta/resync scheduler.
+
+Celery tasks call these methods and nothing else (``agent_tasks/tasks.py``). Rules:
+
+* **Startup** resets this hub's versions to ``0.0`` (the manager sees Generation 0 and resets its slots), moves
+  every change-log cursor to the log's end (the startup resyncs cover what came before) and queues every
+  resyncable type.
+* **Drain** pops one type and sends its full state. Only one drain runs at a time (a Redis lock); a failed resync
+  goes back in the queue.
+* **Sync** checks every type: a delta (or heartbeat) when ``NextSyncAt`` passed, a queued full resync when
+  ``NextResyncAt`` passed. ``Next…At`` is the last time plus the interval read at that moment, so an interval
+  changed at run time applies at once.
+* Sends of one type never interleave: each holds the type's lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+
+import redis
+from redis.lock import Lock
+
+from agent_tasks.emitter import Emitter, SendReport
+from agent_tasks.intervals import RESYNC_PREFIX, Intervals
+from agent_tasks.inventory import Cursor, Inventory
+from agent_tasks.resync_queue import ResyncQueue
+from agent_tasks.state import StateStore, TypeState
+from agent_tasks.types import RESYNC_ORDER, STATUS_TYPES, Kind, StatusType, status_type
+from agent_tasks.versions import VersionStore
+
+log = logging.getLogger(__name__)
+
+RESYNC_LOCK_SECONDS = 900  # a lock outlives a crashed holder by at most this long
+SYNC_LOCK_SECONDS = 120
+DRAIN_WAIT_SECONDS = 30.0  # how long a drain waits for a delta of the same type to finish
+
+
+@dataclass
+class TickResult:
+    sent: list[SendReport]
+    queued: list[str]
+    skipped_busy: list[str]
+
+
+class Agent:
+    def __init__(
+        self,
+        hub: str,
+        client: redis.Redis,
+        inventory: Inventory,
+        versions: VersionStore,
+        state: StateStore,
+        queue: ResyncQueue,
+        intervals: Intervals,
+        emitter: Emitter,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.hub = hub
+        self._redis = client
+        self.inventory = inventory
+        self.versions = versions
+        self.state = state
+        self.queue = queue
+        self.intervals = intervals
+        self.emitter = emitter
+        self._clock = clock
+
+    # --- startup -----------------------------------------------------------------------------------------------
+
+    def start(self) -> list[str]:
+        """An agent start: versions back to 0.0, cursors to the end of the change logs, every type queued."""
+        now = self._clock()
+        self.versions.reset_all()
+        self.state.reset()
+        for name in STATUS_TYPES:
+            self.state.update(name, cursor=str(Cursor.at(self.inventory.log_position(name))))
+        for name in RESYNC_ORDER:
+            self.state.update(name, last_resync=now)
+        self.queue.push(RESYNC_ORDER, now=now)
+        log.info("hub=%s agent started: versions reset to 0.0, queued %s", self.hub, ", ".join(RESYNC_ORDER))
+        return list(RESYNC_ORDER)
+
+    # --- the 1-second drain ------------------------------------------------------------------------------------
+
+    def drain(self) -> SendReport | None:
+        """Pop one queued type and send its full state; a failure re-queues it. None when idle or busy."""
+        drain_lock = self._lock("drain", RESYNC_LOCK_SECONDS)
+        if not drain_lock.acquire(blocking=False):
+            return None
+        try:
+            item = self.queue.pop()
+            if item is None:
+                return None
+            kind = status_type(item.type)
+            log.info("hub=%s resync of %s starts after %.1fs in the queue", self.hub, kind.short, item.waited())
+            try:
+                with self._type_lock(kind, RESYNC_LOCK_SECONDS, wait=DRAIN_WAIT_SECONDS):
+                    report = self.emitter.full_resync(kind)
+            except Exception as error:
+                self._failed(kind, "resync", error)
+                self.queue.push([kind.short])
+                return None
+            self.state.clear_error(kind.short)
+            return report
+        finally:
+            _release(drain_lock)
+
+    # --- the periodic scheduler --------------------------------------------------------------------------------
+
+    def sync(self) -> TickResult:
+        """Run whatever delta sync, heartbeat or periodic resync is due now."""
+        now = self._clock()
+        intervals = self.intervals.snapshot()
+        states = self.state.all()
+        result = TickResult([], [], [])
+        for kind in STATUS_TYPES.values():
+            state = states.get(kind.short, TypeState())
+            if kind.resyncable and _due(state.last_resync, intervals[RESYNC_PREFIX + kind.short], now):
+                self.request_resync([kind.short], now=now)
+                result.queued.append(kind.short)
+            if _due(state.last_sync, intervals[kind.short], now):
+                self._sync_one(kind, now, result)
+        return result
+
+    def _sync_one(self, kind: StatusType, now: float, result: TickResult) -> None:
+        try:
+            with self._type_lock(kind, SYNC_LOCK_SECONDS, wait=None):
+                self.state.update(kind.short, last_sync=now)
+                report = self.emitter.heartbeat(kind) if kind.kind is Kind.HEARTBEAT else self.emitter.delta(kind)
+        except _Busy:
+            result.skipped_busy.append(kind.short)  # a resync of this type is running; it covers the changes
+            return
+        except Exception as error:
+            self._failed(kind, "sync", error)
+            return
+        if report is None:
+            return
+        if report.lost_changes:
+            self.request_resync([kind.short], now=now)
+            result.queued.append(kind.short)
+        else:
+            self.state.clear_error(kind.short)
+        result.sent.append(report)
+
+    # --- requests ----------------------------------------------------------------------------------------------
+
+    def request_resync(self, names: list[str], now: float | None = None) -> int:
+        """Queue full resyncs (the manager's request, a schedule, an operator); returns how many were added."""
+        when = self._clock() if now is None else now
+        kinds = [status_type(name) for name in names]
+        for kind in kinds:
+            self.state.update(kind.short, last_resync=when)
+        return self.queue.push([kind.short for kind in kinds if kind.resyncable], now=when)
+
+    # --- helpers -----------------------------------------------------------------------------------------------
+
+    def _failed(self, kind: StatusType, what: str, error: Exception) -> None:
+        log.error("hub=%s type=%s %s failed: %s", self.hub, kind.short, what, error)
+        self.state.record_error(kind.short, f"{what}: {error}", self._clock())
+
+    def _lock(self, name: str, timeout: int) -> Lock:
+        lock: Lock = self._redis.lock(f"gh:{self.hub}:agent:lock:{name}", timeout=timeout, thread_local=False)
+        return lock
+
+    @contextmanager
+    def _type_lock(self, kind: StatusType, timeout: int, wait: float | None) -> Iterator[None]:
+        lock = self._lock(f"type:{kind.short}", timeout)
+        acquired = lock.acquire(blocking=wait is not None, blocking_timeout=wait)
+        if not acquired:
+            raise _Busy(kind.short)
+        try:
+            yield
+        finally:
+            _release(lock)
+
+
+class _Busy(Exception):
+    """The type's lock is held by another send."""
+
+
+def _due(last: float | None, interval: timedelta, now: float) -> bool:
+    return last is None or now >= last + interval.total_seconds()
+
+
+def _release(lock: Lock) -> None:
+    try:
+        lock.release()
+    except redis.exceptions.LockError:
+        log.warning("lock %s expired before it was released", lock.name)

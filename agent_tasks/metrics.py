@@ -1,0 +1,80 @@
+"""Prometheus metrics of one hub's agent, read from the hub's Redis at scrape time.
+
+Served by the spec listener when ``GH_AGENT_METRICS_PORT`` is set. Every process of the agent writes its state to
+Redis, so one endpoint describes them all: queue length and waits, versions, sends, errors, listener counters.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import redis
+from prometheus_client import start_http_server
+from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from agent_tasks.config import AgentConfig
+from agent_tasks.redisutil import text
+from agent_tasks.resync_queue import ResyncQueue
+from agent_tasks.state import StateStore
+from agent_tasks.versions import VersionStore
+
+
+class AgentCollector(Collector):
+    def __init__(self, client: redis.Redis, hub: str) -> None:
+        self._redis = client
+        self._hub = hub
+        self._queue = ResyncQueue(client, hub)
+        self._state = StateStore(client, hub)
+        self._versions = VersionStore(client, hub)
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        now = time.time()
+        waiting = self._queue.items()
+        length = GaugeMetricFamily(
+            "globalhub_agent_resync_queue_length", "Types waiting for a full resync", labels=["hub"]
+        )
+        length.add_metric([self._hub], len(waiting))
+        yield length
+        wait = GaugeMetricFamily(
+            "globalhub_agent_resync_queue_wait_seconds", "How long each queued type has waited", labels=["hub", "type"]
+        )
+        for item in waiting:
+            wait.add_metric([self._hub, item.type], item.waited(now))
+        yield wait
+        generation = GaugeMetricFamily(
+            "globalhub_agent_version_generation", "Bundle Generation", labels=["hub", "type"]
+        )
+        value = GaugeMetricFamily("globalhub_agent_version_value", "Bundle Value", labels=["hub", "type"])
+        for name, version in self._versions.all().items():
+            generation.add_metric([self._hub, name], version.generation)
+            value.add_metric([self._hub, name], version.value)
+        yield generation
+        yield value
+        sent = CounterMetricFamily("globalhub_agent_sent_messages", "Confirmed status messages", labels=["hub", "type"])
+        age = GaugeMetricFamily(
+            "globalhub_agent_last_send_age_seconds", "Time since the last send", labels=["hub", "type"]
+        )
+        errors = GaugeMetricFamily("globalhub_agent_failing", "1 while the last attempt failed", labels=["hub", "type"])
+        for name, state in self._state.all().items():
+            sent.add_metric([self._hub, name], state.sent_messages)
+            if state.last_sent is not None:
+                age.add_metric([self._hub, name], now - state.last_sent)
+            errors.add_metric([self._hub, name], 1.0 if state.last_error else 0.0)
+        yield sent
+        yield age
+        yield errors
+        listener = CounterMetricFamily(
+            "globalhub_agent_spec_events", "Spec events by outcome", labels=["hub", "outcome"]
+        )
+        for key, raw in self._redis.hgetall(f"gh:{self._hub}:agent:listener").items():
+            name = text(key)
+            if not name.startswith("last_"):
+                listener.add_metric([self._hub, name], float(text(raw)))
+        yield listener
+
+
+def serve_metrics(config: AgentConfig) -> None:
+    REGISTRY.register(AgentCollector(redis.Redis.from_url(config.redis_url), config.hub_name))
+    start_http_server(config.metrics_port)
