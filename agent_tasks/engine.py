@@ -73,7 +73,11 @@ class Agent:
     # --- startup -----------------------------------------------------------------------------------------------
 
     def start(self) -> list[str]:
-        """An agent start: versions back to 0.0, cursors to the end of the change logs, every type queued."""
+        """An agent start: versions back to 0.0, cursors to the end of the change logs, every type queued.
+
+        The types are queued in the manager's order; a queue left from the previous run is replaced (its types
+        are all among them).
+        """
         now = self._clock()
         self.versions.reset_all()
         self.state.reset()
@@ -81,6 +85,7 @@ class Agent:
             self.state.update(name, cursor=str(Cursor.at(self.inventory.log_position(name))))
         for name in RESYNC_ORDER:
             self.state.update(name, last_resync=now)
+        self.queue.clear()  # whatever waited is queued again below, in upstream's order
         self.queue.push(RESYNC_ORDER, now=now)
         log.info("hub=%s agent started: versions reset to 0.0, queued %s", self.hub, ", ".join(RESYNC_ORDER))
         return list(RESYNC_ORDER)

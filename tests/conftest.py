@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
 from confluent_kafka.admin import AdminClient
 
 from globalhub.protocol.kafka import KafkaSettings
+from tests.helpers import Process, database_url
 
 
 @pytest.fixture(scope="session")
@@ -57,3 +59,37 @@ def hub_name(run_id: str) -> str:
 def status_prefix(run_id: str) -> str:
     """Status topics of this run: ``t<run>-gh-status.<hub>``."""
     return f"t{run_id}-gh-status."
+
+
+@pytest.fixture
+def process_env(
+    hub_name: str, redis_url: str, status_prefix: str, kafka_settings: KafkaSettings, run_id: str
+) -> dict[str, str]:
+    """Environment for real manager and agent processes of one test: its hub, topics, group and database."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "DATABASE_URL": database_url(),
+            "HUB_NAME": hub_name,
+            "REDIS_URL": redis_url,
+            "KAFKA_BOOTSTRAP_SERVERS": kafka_settings.bootstrap_servers,
+            "GH_STATUS_TOPIC_PREFIX": status_prefix,
+            "GH_SPEC_TOPIC": f"t{run_id}-gh-spec-{hub_name}",
+            "GH_CONSUMER_GROUP": f"test-{run_id}-{hub_name}",
+            "GH_TOPIC_REFRESH_MS": "500",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return env
+
+
+@pytest.fixture
+def processes(tmp_path: Path) -> Iterator[list[Process]]:
+    """Processes a test starts; all are stopped after it, and the log of any that died early is printed."""
+    started: list[Process] = []
+    yield started
+    failed = [p for p in started if not p.is_running()]
+    for process in started:
+        process.stop()
+    for process in failed:
+        print(f"--- {process.name} exited early; log:\n{process.log_text()[-5000:]}")

@@ -77,6 +77,45 @@ def celery_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "celery", *args]
 
 
+def database_url() -> str:
+    """The URL of the database the tests use (pytest-django's test database), for processes the tests start."""
+    from django.conf import settings
+
+    db = settings.DATABASES["default"]
+    return f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+
+
+def start_consumer(env: Mapping[str, str], log_dir: Path, name: str = "consumer") -> Process:
+    return Process(name, python_argv("manage.py", "consume_status"), env, log_dir)
+
+
+def start_agent(
+    env: Mapping[str, str], log_dir: Path, *, listener: bool = True, prefix: str = "agent"
+) -> list[Process]:
+    """The agent's processes for the hub in ``env``: worker, beat and (optionally) the spec listener."""
+    started = [
+        Process(
+            f"{prefix}-worker",
+            celery_argv(
+                "-A",
+                "agent_tasks",
+                "worker",
+                "--without-heartbeat",
+                "--without-gossip",
+                "--without-mingle",
+                "-l",
+                "info",
+            ),
+            env,
+            log_dir,
+        ),
+        Process(f"{prefix}-beat", celery_argv("-A", "agent_tasks", "beat", "-l", "warning"), env, log_dir),
+    ]
+    if listener:
+        started.append(Process(f"{prefix}-listener", python_argv("-m", "agent_tasks.listen_spec"), env, log_dir))
+    return started
+
+
 def record_of(message: OutgoingMessage, topic: str, offset: int, partition: int = 0) -> Record:
     return Record(
         topic=topic,

@@ -7,88 +7,24 @@ manager's table then holds exactly those clusters. After 100 leave the inventory
 
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 from celery import Celery
-from django.conf import settings
 
 from agent_tasks.inventory import Change, RedisInventory
 from agent_tasks.resync_queue import ResyncQueue
 from agent_tasks.types import tweak_cluster
 from globalhub.manager.models import ManagedCluster, ResyncProgress
 from globalhub.protocol.events import EventType
-from globalhub.protocol.kafka import KafkaSettings
-from tests.helpers import Process, celery_argv, python_argv, wait_for
+from tests.helpers import Process, start_agent, start_consumer, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 CLUSTER = EventType.MANAGED_CLUSTER.short
-
-
-def database_url() -> str:
-    db = settings.DATABASES["default"]
-    return f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
-
-
-@pytest.fixture
-def process_env(
-    hub_name: str, redis_url: str, status_prefix: str, kafka_settings: KafkaSettings, run_id: str
-) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        {
-            "DATABASE_URL": database_url(),
-            "HUB_NAME": hub_name,
-            "REDIS_URL": redis_url,
-            "KAFKA_BOOTSTRAP_SERVERS": kafka_settings.bootstrap_servers,
-            "GH_STATUS_TOPIC_PREFIX": status_prefix,
-            "GH_CONSUMER_GROUP": f"test-{run_id}-{hub_name}",
-            "GH_TOPIC_REFRESH_MS": "500",
-            "PYTHONUNBUFFERED": "1",
-            # Only full resyncs in this test: delta sync would send the same changes another way.
-            "GH_AGENT_INTERVALS": "managedcluster=1h",
-        }
-    )
-    return env
-
-
-@pytest.fixture
-def processes(tmp_path: Path) -> Iterator[list[Process]]:
-    started: list[Process] = []
-    yield started
-    failed = [p for p in started if not p.is_running()]
-    for process in started:
-        process.stop()
-    for process in failed:
-        print(f"--- {process.name} exited early; log:\n{process.log_text()[-5000:]}")
-
-
-def start_pipeline(env: dict[str, str], tmp_path: Path, processes: list[Process]) -> None:
-    processes.append(Process("consumer", python_argv("manage.py", "consume_status"), env, tmp_path))
-    processes.append(
-        Process(
-            "agent-worker",
-            celery_argv(
-                "-A",
-                "agent_tasks",
-                "worker",
-                "--without-heartbeat",
-                "--without-gossip",
-                "--without-mingle",
-                "-l",
-                "info",
-            ),
-            env,
-            tmp_path,
-        )
-    )
-    processes.append(Process("agent-beat", celery_argv("-A", "agent_tasks", "beat", "-l", "info"), env, tmp_path))
 
 
 def request_resync(env: dict[str, str], short_type: str) -> None:
@@ -109,8 +45,11 @@ def test_a_thousand_clusters_reach_the_manager_and_removed_ones_are_soft_deleted
 ) -> None:
     from agent_tasks.simulate import cluster_changes
 
+    # Only full resyncs in this test: delta sync would send the same changes another way.
+    process_env["GH_AGENT_INTERVALS"] = "managedcluster=1h"
     inventory = RedisInventory(redis.Redis.from_url(redis_url), hub_name)
-    start_pipeline(process_env, tmp_path, processes)
+    processes.append(start_consumer(process_env, tmp_path))
+    processes.extend(start_agent(process_env, tmp_path, listener=False))
     # The agent's start sends its (still empty) inventory: the manager then knows the hub, with no clusters.
     wait_for(
         lambda: ResyncProgress.objects.filter(hub_id=hub_name, outcome="completed").exists(),

@@ -16,8 +16,7 @@ from globalhub.protocol.bundles import ObjectMetadata, dumps, frame_resync
 from globalhub.protocol.codec import OutgoingMessage
 from globalhub.protocol.kafka import STATUS_TOPIC_CONFIG, ConfirmedProducer, KafkaSettings, ensure_topics
 from globalhub.protocol.objects import cluster_claim_id
-from tests.helpers import Process, frame_message, python_argv, wait_for
-from tests.test_e2e_resync import database_url
+from tests.helpers import Process, database_url, frame_message, python_argv, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
