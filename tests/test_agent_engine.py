@@ -276,7 +276,7 @@ def test_the_heartbeat_goes_every_minute_with_a_growing_generation(harness: Harn
 
 
 def test_a_changed_complete_type_sends_its_whole_state(harness: Harness) -> None:
-    entries = [
+    entries: list[dict[str, Any]] = [
         {
             "policyId": str(uuid.uuid4()),
             "compliantClusters": ["a", "b"],

@@ -12,6 +12,9 @@ from globalhub.manager.models import (
     ConsumedPosition,
     DeadLetter,
     Hub,
+    HubInfo,
+    LocalCompliance,
+    LocalPolicy,
     ManagedCluster,
     ResyncProgress,
     TypeVersion,
@@ -30,7 +33,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
 @admin.register(Hub)
 class HubAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
-    list_display = ["name", "live_clusters", "deleted_clusters", "created_at", "updated_at"]
+    list_display = ["name", "last_heartbeat", "live_clusters", "deleted_clusters", "created_at"]
     search_fields = ["name"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Hub]:
@@ -70,6 +73,27 @@ class ManagedClusterAdmin(ReadOnlyAdmin):
     list_filter = [DeletedFilter, "hub"]
     search_fields = ["cluster_name", "cluster_id"]
     list_select_related = ["hub"]
+
+
+@admin.register(HubInfo)
+class HubInfoAdmin(ReadOnlyAdmin):
+    list_display = ["hub", "cluster_id", "console_url", "updated_at", "deleted_at"]
+    list_filter = [DeletedFilter]
+
+
+@admin.register(LocalPolicy)
+class LocalPolicyAdmin(ReadOnlyAdmin):
+    list_display = ["policy_name", "hub", "policy_id", "updated_at", "deleted_at"]
+    list_filter = [DeletedFilter, "hub"]
+    search_fields = ["policy_name", "policy_id"]
+    list_select_related = ["hub"]
+
+
+@admin.register(LocalCompliance)
+class LocalComplianceAdmin(ReadOnlyAdmin):
+    list_display = ["hub", "policy_id", "cluster_name", "compliance", "updated_at"]
+    list_filter = ["compliance", "hub"]
+    search_fields = ["cluster_name", "policy_id"]
 
 
 @admin.register(DeadLetter)

@@ -13,8 +13,9 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, Message, TopicPartition
 from django.db import DatabaseError, close_old_connections, connection
 
 from globalhub.manager.ingest.pipeline import BatchStats, ingest_batch, stored_positions
@@ -110,6 +111,7 @@ class StatusConsumer:
                     key=message.key(),
                     value=message.value(),
                     headers=headers_of(message),
+                    timestamp=_timestamp(message),
                 )
             )
         return records
@@ -170,3 +172,10 @@ class StatusConsumer:
                 connection.close()
                 time.sleep(delay)
                 delay = min(delay * 2, self._options.retry_max)
+
+
+def _timestamp(message: Message) -> datetime | None:
+    kind, milliseconds = message.timestamp()
+    if kind == TIMESTAMP_NOT_AVAILABLE or milliseconds is None or milliseconds <= 0:
+        return None
+    return datetime.fromtimestamp(milliseconds / 1000, UTC)

@@ -15,6 +15,8 @@ class Hub(models.Model):
     """A managed hub, known from the first status event on its topic."""
 
     name = models.CharField(primary_key=True, max_length=200)
+    # When the hub's latest heartbeat was sent (its CloudEvent time), never moved backwards by a late one.
+    last_heartbeat = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -62,6 +64,106 @@ class ManagedCluster(models.Model):
         return f"{self.hub_id}/{self.cluster_name or self.cluster_id}"
 
 
+class HubInfo(models.Model):
+    """A hub's own cluster: ``managedhub.info`` (upstream ``status.leaf_hubs``), keyed by hub and cluster id."""
+
+    hub = models.ForeignKey(Hub, on_delete=models.CASCADE, db_column="leaf_hub_name", related_name="info")
+    cluster_id = models.UUIDField()
+    payload = models.JSONField()
+    console_url = models.CharField(max_length=500, blank=True)
+    grafana_url = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField()
+    updated_at = models.DateTimeField()
+    deleted_at = models.DateTimeField(null=True, blank=True)
+
+    objects = SoftDeleteQuerySet.as_manager()
+
+    class Meta:
+        verbose_name_plural = "hub info"
+        constraints = [models.UniqueConstraint(fields=["hub", "cluster_id"], name="hub_info_hub_cluster_id")]
+
+    def __str__(self) -> str:
+        return f"{self.hub_id} ({self.cluster_id})"
+
+
+class LocalPolicy(models.Model):
+    """A root policy of a hub (``policy.localspec``, upstream ``local_spec.policies``), keyed by its UID."""
+
+    hub = models.ForeignKey(Hub, on_delete=models.CASCADE, db_column="leaf_hub_name", related_name="policies")
+    policy_id = models.UUIDField()
+    policy_name = models.CharField(max_length=253, blank=True)
+    payload = models.JSONField()
+    error = models.CharField(max_length=16, default="none")
+    created_at = models.DateTimeField()
+    updated_at = models.DateTimeField()
+    deleted_at = models.DateTimeField(null=True, blank=True)
+    resync_mark = models.CharField(max_length=64, blank=True, default="")
+
+    objects = SoftDeleteQuerySet.as_manager()
+
+    class Meta:
+        verbose_name_plural = "local policies"
+        constraints = [models.UniqueConstraint(fields=["hub", "policy_id"], name="local_policy_hub_policy_id")]
+        indexes = [
+            models.Index(fields=["hub", "policy_name"], name="local_policy_hub_name"),
+            models.Index(fields=["deleted_at"], name="local_policy_deleted_at"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.hub_id}/{self.policy_name or self.policy_id}"
+
+
+class Compliance(models.TextChoices):
+    COMPLIANT = "compliant"
+    NON_COMPLIANT = "non_compliant"
+    PENDING = "pending"
+    UNKNOWN = "unknown"
+
+
+class LocalCompliance(models.Model):
+    """One (policy, cluster) compliance of a hub (``policy.localcompliance``, upstream ``local_status.compliance``).
+
+    Rows are replaced by each complete bundle and hard-deleted when no longer listed, as upstream.
+    """
+
+    hub = models.ForeignKey(Hub, on_delete=models.CASCADE, db_column="leaf_hub_name", related_name="compliance")
+    policy_id = models.UUIDField()
+    cluster_name = models.CharField(max_length=253)
+    compliance = models.CharField(max_length=16, choices=Compliance.choices)
+    error = models.CharField(max_length=16, default="none")
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name_plural = "local compliance"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["hub", "policy_id", "cluster_name"], name="local_compliance_hub_policy_cluster"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.hub_id} {self.policy_id} {self.cluster_name}: {self.compliance}"
+
+
+class CompleteFrame(models.Model):
+    """A received frame of a complete-type bundle too large for one message, kept until its set is whole."""
+
+    hub = models.ForeignKey(Hub, on_delete=models.CASCADE, related_name="+")
+    event_type = models.CharField(max_length=255)
+    resync_id = models.CharField(max_length=64)
+    seq = models.IntegerField()
+    payload = models.BinaryField()
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["hub", "event_type", "resync_id", "seq"], name="complete_frame_seq"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.hub_id} {self.event_type} {self.resync_id}#{self.seq}"
+
+
 class ConsumedPosition(models.Model):
     """Where the status consumer goes on in a partition: the offset of the next message to read.
 
@@ -99,6 +201,12 @@ class DeadLetter(models.Model):
     class Meta:
         ordering = ["-received_at"]
         indexes = [models.Index(fields=["topic", "partition", "offset"], name="dead_letter_position")]
+        # One message, one verdict: a redelivered message can never be dead-lettered twice (exactly-once witness).
+        constraints = [
+            models.UniqueConstraint(
+                fields=["topic", "partition", "offset", "reason"], name="dead_letter_once_per_reason"
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.topic}[{self.partition}]@{self.offset}: {self.reason[:80]}"

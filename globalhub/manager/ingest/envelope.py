@@ -55,6 +55,7 @@ def open_envelope(record: Record, topic_prefix: str) -> StatusEvent:
         version=version,
         frame=frame,
         event_id=event.id,
+        time=event.time,
         data=event.data,
         extensions=dict(event.extensions),
         parsed=parsed,

@@ -1,9 +1,12 @@
 """Ingest a batch of consumed status records in one transaction, together with the consumed positions.
 
-A record either changes the manager's copy, is skipped as superseded (version admission), or becomes a dead
-letter with its reason; in every case the partition moves on, in the same transaction as the effect. Database
-trouble that is not about one record's data (connection lost, server restarting) propagates: the caller rolls
-back, keeps its position and retries the batch.
+A record either changes the manager's copy, is skipped as superseded (version admission, conflation), waits as a
+frame of a larger state, or becomes a dead letter with its reason; in every case the partition moves on, in the
+same transaction as the effect. Database trouble that is not about one record's data (connection lost, server
+restarting) propagates: the caller rolls back, keeps its position and retries the batch.
+
+Per (hub, type), records are handled in partition order: hybrid bundles are applied one by one, in order; of the
+complete states in a batch only the newest admitted one is applied, at the end of the batch.
 """
 
 from __future__ import annotations
@@ -11,26 +14,44 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.db import DataError, IntegrityError, connection, transaction
 
-from globalhub.manager.ingest import versions
+from globalhub.manager.ingest.complete import APPLY_ORDER, Incomplete, assemble
 from globalhub.manager.ingest.envelope import open_envelope
-from globalhub.manager.ingest.handlers import HANDLERS
-from globalhub.manager.ingest.records import Record, Rejected
+from globalhub.manager.ingest.handlers import COMPLETE_TYPES, HYBRID_TYPES
+from globalhub.manager.ingest.hybrid import apply_hybrid
+from globalhub.manager.ingest.records import Record, Rejected, StatusEvent
+from globalhub.manager.ingest.versions import VersionBook
 from globalhub.manager.models import ConsumedPosition, DeadLetter, Hub
-from globalhub.protocol.events import hub_from_status_topic
+from globalhub.protocol.events import EventType, hub_from_status_topic
 
 log = logging.getLogger(__name__)
+
+REASON_MAX = 1000
 
 
 @dataclass
 class BatchStats:
     applied: int = 0
     superseded: int = 0
+    staged_frames: int = 0
     dead_letters: int = 0
     already_ingested: int = 0
     by_type: dict[str, int] = field(default_factory=dict)
+
+    def count(self, event: StatusEvent) -> None:
+        self.applied += 1
+        self.by_type[event.type.short] = self.by_type.get(event.type.short, 0) + 1
+
+
+@dataclass
+class _Batch:
+    topic_prefix: str
+    versions: VersionBook
+    stats: BatchStats
+    pending: dict[tuple[str, EventType], tuple[StatusEvent, Any]] = field(default_factory=dict)
 
 
 def ingest_batch(records: Sequence[Record], *, topic_prefix: str) -> BatchStats:
@@ -40,9 +61,12 @@ def ingest_batch(records: Sequence[Record], *, topic_prefix: str) -> BatchStats:
         return stats
     with transaction.atomic():
         fresh = _claim(records, stats)
-        _register_hubs(fresh, topic_prefix)
+        hubs = _register_hubs(fresh, topic_prefix)
+        batch = _Batch(topic_prefix, VersionBook.load(hubs), stats)
         for record in fresh:
-            _ingest_one(record, topic_prefix, stats)
+            _ingest_one(record, batch)
+        _apply_complete_states(batch)
+        batch.versions.save()
         store_positions(fresh)
     return stats
 
@@ -65,51 +89,102 @@ def _claim(records: Sequence[Record], stats: BatchStats) -> list[Record]:
     return fresh
 
 
-def _register_hubs(records: Sequence[Record], topic_prefix: str) -> None:
+def _register_hubs(records: Sequence[Record], topic_prefix: str) -> list[str]:
     hubs = {hub_from_status_topic(record.topic, topic_prefix) for record in records}
     names = sorted(hub for hub in hubs if hub)
     if names:
         Hub.objects.bulk_create([Hub(name=name) for name in names], ignore_conflicts=True)
+    return names
 
 
-def _ingest_one(record: Record, topic_prefix: str, stats: BatchStats) -> None:
+def _ingest_one(record: Record, batch: _Batch) -> None:
     try:
-        event = open_envelope(record, topic_prefix)
-        handler = HANDLERS.get(event.type)
-        if handler is None:
+        event = open_envelope(record, batch.topic_prefix)
+        if event.type in HYBRID_TYPES:
+            _apply_hybrid(event, batch)
+        elif event.type in COMPLETE_TYPES:
+            _offer_complete(event, batch)
+        else:
             raise Rejected(
                 f"event type {event.type.short} is not ingested by this manager", hub=event.hub, event_type=event.type
             )
-        if not versions.is_admitted(event):
-            stats.superseded += 1
-            log.info(
-                "hub=%s type=%s version=%s superseded, skipped (offset %s)",
-                event.hub,
-                event.type.short,
-                event.version,
-                record.offset,
-            )
-            return
-        with transaction.atomic():  # a savepoint: a rejected record leaves no partial effect
-            problem = handler(event)
-            versions.record_processed(event)
     except Rejected as rejected:
-        _dead_letter(record, rejected)
-        stats.dead_letters += 1
-        return
+        _dead_letter(record, rejected, batch.stats)
     except (DataError, IntegrityError) as error:
         # The database refused this record's data: retrying cannot help, recording it does.
-        _dead_letter(record, Rejected(f"database rejected the data: {error}"))
-        stats.dead_letters += 1
+        _dead_letter(record, Rejected(f"database rejected the data: {error}"), batch.stats)
+
+
+def _apply_hybrid(event: StatusEvent, batch: _Batch) -> None:
+    if not batch.versions.admits(event):
+        _superseded(event, batch)
         return
-    stats.applied += 1
-    stats.by_type[event.type.short] = stats.by_type.get(event.type.short, 0) + 1
+    with transaction.atomic():  # a savepoint: a rejected record leaves no partial effect
+        problem = apply_hybrid(HYBRID_TYPES[event.type], event).incomplete_reason
+    batch.versions.processed(event)
+    batch.stats.count(event)
     if problem:
-        _dead_letter(record, Rejected(f"truncated resync: {problem}", hub=event.hub, event_type=event.type))
-        stats.dead_letters += 1
+        _dead_letter(
+            event.record, Rejected(f"truncated resync: {problem}", hub=event.hub, event_type=event.type), batch.stats
+        )
 
 
-def _dead_letter(record: Record, rejected: Rejected) -> None:
+def _offer_complete(event: StatusEvent, batch: _Batch) -> None:
+    """Parse a complete state (assembling frames) and keep it if it is the newest admitted one of its slot."""
+    kind = COMPLETE_TYPES[event.type]
+    with transaction.atomic():
+        try:
+            data = assemble(event) if event.frame is not None and kind.framed else event.parsed
+        except Incomplete as incomplete:
+            problem = str(incomplete)  # raised below, once the discarded frames' deletion is kept
+        else:
+            problem = ""
+            if data is None:
+                batch.stats.staged_frames += 1
+                return
+            state = kind.parse(data, event)
+    if problem:
+        raise Rejected(f"truncated state: {problem}", hub=event.hub, event_type=event.type)
+    if not batch.versions.admits(event):
+        _superseded(event, batch)
+        return
+    slot = (event.hub, event.type)
+    if slot in batch.pending:
+        batch.stats.superseded += 1  # conflation: a newer complete state of the same slot replaces it
+    batch.pending[slot] = (event, state)
+    batch.versions.processed(event)
+
+
+def _apply_complete_states(batch: _Batch) -> None:
+    for event_type in APPLY_ORDER:
+        for (hub, slot_type), (event, state) in list(batch.pending.items()):
+            if slot_type is not event_type:
+                continue
+            try:
+                with transaction.atomic():
+                    problem = COMPLETE_TYPES[event_type].apply(event, state, batch.versions)
+            except (DataError, IntegrityError) as error:
+                problem = f"database rejected the data: {error}"
+            if problem:
+                _dead_letter(event.record, Rejected(problem, hub=hub, event_type=event_type), batch.stats)
+            else:
+                batch.stats.count(event)
+
+
+def _superseded(event: StatusEvent, batch: _Batch) -> None:
+    batch.stats.superseded += 1
+    log.info(
+        "hub=%s type=%s version=%s superseded (last processed %s), skipped (offset %s)",
+        event.hub,
+        event.type.short,
+        event.version,
+        batch.versions.last(event),
+        event.record.offset,
+    )
+
+
+def _dead_letter(record: Record, rejected: Rejected, stats: BatchStats) -> None:
+    reason = rejected.reason[:REASON_MAX]
     log.warning(
         "dead letter topic=%s partition=%s offset=%s hub=%s type=%s: %s",
         record.topic,
@@ -117,19 +192,25 @@ def _dead_letter(record: Record, rejected: Rejected) -> None:
         record.offset,
         rejected.hub or "-",
         rejected.event_type or "-",
-        rejected.reason,
+        reason,
     )
-    DeadLetter.objects.create(
-        topic=record.topic,
-        partition=record.partition,
-        offset=record.offset,
-        reason=rejected.reason,
-        hub_name=rejected.hub,
-        event_type=str(rejected.event_type),
-        key=record.key,
-        headers=record.headers_json(),
-        value=record.value,
+    DeadLetter.objects.bulk_create(
+        [
+            DeadLetter(
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+                reason=reason,
+                hub_name=rejected.hub,
+                event_type=str(rejected.event_type),
+                key=record.key,
+                headers=record.headers_json(),
+                value=record.value,
+            )
+        ],
+        ignore_conflicts=True,  # the unique (position, reason) constraint is a witness, never an error
     )
+    stats.dead_letters += 1
 
 
 def store_positions(records: Sequence[Record]) -> None:

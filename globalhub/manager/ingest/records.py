@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from globalhub.protocol.bundles import FrameInfo
@@ -20,6 +21,7 @@ class Record:
     key: bytes | None
     value: bytes | None
     headers: tuple[tuple[str, bytes | None], ...] = ()
+    timestamp: datetime | None = None  # when Kafka stored it (the producer's create time)
 
     def headers_json(self) -> list[list[str]]:
         """Headers in a JSON-safe form for dead letters (values decoded leniently; the raw value is kept apart)."""
@@ -46,6 +48,7 @@ class StatusEvent:
     version: Version
     frame: FrameInfo | None
     event_id: str
+    time: datetime | None
     data: bytes
     extensions: dict[str, str] = field(default_factory=dict)
     parsed: Any = None

@@ -1,0 +1,290 @@
+"""Complete types: every bundle is the whole state (heartbeat, hub info, local compliance, complete compliance).
+
+A complete bundle is parsed when it arrives (a bad shape is a dead letter right away) and *offered* to the batch;
+the batch keeps only the newest admitted state per (hub, type) and applies it at the end (conflation: a backlog of
+ten compliance bundles costs one write). A state too large for one message comes in frames (see
+``docs/protocol.md``); the frames wait in ``CompleteFrame`` until the set is whole, and a set with a missing frame
+is never applied.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import connection
+from django.db.models import F, Value
+from django.db.models.functions import Greatest
+from django.utils import timezone
+
+from globalhub.manager.ingest.records import Rejected, StatusEvent
+from globalhub.manager.ingest.versions import VersionBook
+from globalhub.manager.models import CompleteFrame, Compliance, Hub, HubInfo, LocalCompliance
+from globalhub.protocol.bundles import FrameKind
+from globalhub.protocol.events import EXT_DEPENDENCY_VERSION, EventType
+from globalhub.protocol.objects import as_uuid
+from globalhub.protocol.version import Version, VersionError
+
+log = logging.getLogger(__name__)
+
+# Upstream's compliance lists and the status each means (pkg/database/common/util.go).
+COMPLIANCE_LISTS = {
+    "compliantClusters": Compliance.COMPLIANT,
+    "nonCompliantClusters": Compliance.NON_COMPLIANT,
+    "unknownComplianceClusters": Compliance.UNKNOWN,
+    "pendingComplianceClusters": Compliance.PENDING,
+}
+# A heartbeat's time comes from the hub's clock; one from the future must not keep a hub alive longer.
+MAX_CLOCK_SKEW = timedelta(seconds=30)
+
+
+@dataclass(frozen=True)
+class CompleteKind:
+    parse: Callable[[Any, StatusEvent], Any]  # payload -> state, or Rejected
+    apply: Callable[[StatusEvent, Any, VersionBook], str]  # returns a reason when the state could not be applied
+    framed: bool  # whether a state may come in frames (a JSON array split across messages)
+
+
+class Incomplete(Exception):
+    """A framed state whose frames did not all arrive; the message is the reason."""
+
+
+def assemble(event: StatusEvent) -> list[Any] | None:
+    """The whole payload of a framed state when ``event`` completes it; None while frames are still coming."""
+    frame = event.frame
+    assert frame is not None
+    if not isinstance(event.parsed, list):
+        raise Rejected("a frame of a complete type must be a JSON array", hub=event.hub, event_type=event.type)
+    if frame.kind is FrameKind.COMPLETE and frame.seq == 0:
+        return _counted(event, list(event.parsed))
+    CompleteFrame.objects.bulk_create(
+        [
+            CompleteFrame(
+                hub_id=event.hub, event_type=event.type, resync_id=frame.resync_id, seq=frame.seq, payload=event.data
+            )
+        ],
+        ignore_conflicts=True,
+    )
+    if frame.kind is not FrameKind.COMPLETE:
+        return None
+    stored = CompleteFrame.objects.filter(hub_id=event.hub, event_type=event.type, resync_id=frame.resync_id)
+    rows = list(stored.order_by("seq").values_list("seq", "payload"))
+    CompleteFrame.objects.filter(hub_id=event.hub, event_type=event.type).delete()  # this set and abandoned ones
+    seqs = [seq for seq, _ in rows]
+    if seqs != list(range(frame.total or 0)):
+        missing = sorted(set(range(frame.total or 0)) - set(seqs))
+        raise Incomplete(
+            f"frames {missing[:10]} of {frame.total} missing from {event.type.short} state {frame.resync_id}"
+        )
+    entries: list[Any] = []
+    for _, payload in rows:
+        entries.extend(json.loads(bytes(payload)))
+    return _counted(event, entries)
+
+
+def _counted(event: StatusEvent, entries: list[Any]) -> list[Any]:
+    frame = event.frame
+    if frame is not None and frame.object_count is not None and frame.object_count != len(entries):
+        raise Incomplete(f"{len(entries)} entries arrived but the state announced {frame.object_count}")
+    return entries
+
+
+# --- heartbeat -----------------------------------------------------------------------------------------------------
+
+
+def parse_heartbeat(data: Any, event: StatusEvent) -> datetime:
+    """The heartbeat's moment: the CloudEvent time (when the hub sent it), else when Kafka stored it."""
+    if not isinstance(data, list):
+        raise Rejected("a heartbeat must be a JSON array", hub=event.hub, event_type=event.type)
+    now = timezone.now()
+    sent = event.time or event.record.timestamp or now
+    return min(sent, now + MAX_CLOCK_SKEW)
+
+
+def apply_heartbeat(event: StatusEvent, sent: datetime, versions: VersionBook) -> str:
+    """Only the timestamp moves, never backwards; a heartbeat never changes a hub's state by itself.
+
+    (PostgreSQL's GREATEST ignores NULL, so a first heartbeat simply sets it.)
+    """
+    Hub.objects.filter(name=event.hub).update(last_heartbeat=Greatest(F("last_heartbeat"), Value(sent)))
+    return ""
+
+
+# --- hub info ------------------------------------------------------------------------------------------------------
+
+
+def parse_hub_info(data: Any, event: StatusEvent) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise Rejected("hub info must be a JSON object", hub=event.hub, event_type=event.type)
+    for name in ("consoleURL", "grafanaURL", "mchVersion", "clusterId"):
+        if name in data and not isinstance(data[name], str):
+            raise Rejected(f"hub info {name} must be a string", hub=event.hub, event_type=event.type)
+    if data.get("clusterId") and as_uuid(data["clusterId"]) is None:
+        raise Rejected("hub info clusterId must be a UUID", hub=event.hub, event_type=event.type)
+    return data
+
+
+def apply_hub_info(event: StatusEvent, info: dict[str, Any], versions: VersionBook) -> str:
+    cluster_id = as_uuid(info.get("clusterId"))
+    if cluster_id is None:
+        log.info("hub=%s hub info without a clusterId ignored, as upstream does", event.hub)
+        return ""
+    now = timezone.now()
+    HubInfo.objects.bulk_create(
+        [
+            HubInfo(
+                hub_id=event.hub,
+                cluster_id=cluster_id,
+                payload=info,
+                console_url=info.get("consoleURL", ""),
+                grafana_url=info.get("grafanaURL", ""),
+                created_at=now,
+                updated_at=now,
+                deleted_at=None,
+            )
+        ],
+        update_conflicts=True,
+        unique_fields=["hub", "cluster_id"],
+        update_fields=["payload", "console_url", "grafana_url", "updated_at", "deleted_at"],
+    )
+    return ""
+
+
+# --- local compliance ----------------------------------------------------------------------------------------------
+
+ComplianceRow = tuple[uuid.UUID, str, str]
+
+
+def parse_compliance(data: Any, event: StatusEvent) -> list[ComplianceRow]:
+    """Upstream's ``[{policyId, compliantClusters, nonCompliantClusters, ...}]`` as (policy, cluster, status)."""
+    if not isinstance(data, list):
+        raise Rejected("local compliance must be a JSON array", hub=event.hub, event_type=event.type)
+    rows: dict[tuple[uuid.UUID, str], str] = {}
+    for index, entry in enumerate(data):
+        policy_id = _policy_id(entry, index, event)
+        for key, status in COMPLIANCE_LISTS.items():
+            for cluster in _names(entry, key, index, event):
+                rows[(policy_id, cluster)] = status.value
+    return [(policy_id, cluster, status) for (policy_id, cluster), status in rows.items()]
+
+
+def _policy_id(entry: Any, index: int, event: StatusEvent) -> uuid.UUID:
+    if not isinstance(entry, dict):
+        raise Rejected(f"compliance entry {index} must be an object", hub=event.hub, event_type=event.type)
+    policy_id = as_uuid(entry.get("policyId")) if isinstance(entry.get("policyId"), str) else None
+    if policy_id is None:
+        raise Rejected(f"compliance entry {index} needs a UUID policyId", hub=event.hub, event_type=event.type)
+    return policy_id
+
+
+def _names(entry: dict[str, Any], key: str, index: int, event: StatusEvent) -> list[str]:
+    names = entry.get(key) or []
+    if not isinstance(names, list) or not all(isinstance(n, str) and 0 < len(n) <= 253 for n in names):
+        raise Rejected(f"compliance entry {index} {key} must be cluster names", hub=event.hub, event_type=event.type)
+    return names
+
+
+def apply_compliance(event: StatusEvent, rows: list[ComplianceRow], versions: VersionBook) -> str:
+    """Replace the hub's compliance: upsert what is listed, hard-delete what is not (as upstream, but per hub)."""
+    table = LocalCompliance._meta.db_table
+    now = timezone.now()
+    with connection.cursor() as cursor:
+        _stage_compliance(cursor, rows)
+        cursor.execute(
+            f"""
+            INSERT INTO {table} AS t (leaf_hub_name, policy_id, cluster_name, compliance, error, updated_at)
+            SELECT %s, policy_id, cluster_name, compliance, 'none', %s FROM _stage_compliance
+            ON CONFLICT (leaf_hub_name, policy_id, cluster_name) DO UPDATE
+                SET compliance = EXCLUDED.compliance, updated_at = EXCLUDED.updated_at
+                WHERE t.compliance IS DISTINCT FROM EXCLUDED.compliance
+            """,
+            [event.hub, now],
+        )
+        cursor.execute(
+            f"""
+            DELETE FROM {table} AS t WHERE t.leaf_hub_name = %s AND NOT EXISTS (
+                SELECT 1 FROM _stage_compliance s WHERE s.policy_id = t.policy_id AND s.cluster_name = t.cluster_name)
+            """,
+            [event.hub],
+        )
+    return ""
+
+
+def _stage_compliance(cursor: Any, rows: list[ComplianceRow]) -> None:
+    cursor.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS _stage_compliance "
+        "(policy_id uuid, cluster_name text, compliance text) ON COMMIT DELETE ROWS"
+    )
+    cursor.execute("TRUNCATE _stage_compliance")
+    with cursor.cursor.copy("COPY _stage_compliance (policy_id, cluster_name, compliance) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(row)
+
+
+# --- local complete compliance (upstream agents only) ---------------------------------------------------------------
+
+
+def parse_complete_compliance(data: Any, event: StatusEvent) -> list[ComplianceRow]:
+    """Upstream's non-compliant subset; the listed rows, each with its status."""
+    rows = parse_compliance(data, event)
+    if any(status == Compliance.COMPLIANT for _, _, status in rows):
+        raise Rejected("complete compliance lists only non-compliant clusters", hub=event.hub, event_type=event.type)
+    return rows
+
+
+def apply_complete_compliance(event: StatusEvent, rows: list[ComplianceRow], versions: VersionBook) -> str:
+    """Upstream's rules: listed rows take their status, every other non-compliant row of the hub becomes compliant.
+
+    Only updates, never inserts; it applies on top of the compliance bundle whose Value it names.
+    """
+    dependency = event.extensions.get(EXT_DEPENDENCY_VERSION)
+    try:
+        needed = Version.parse(dependency) if dependency else None
+    except VersionError as error:
+        return f"malformed {EXT_DEPENDENCY_VERSION}: {error}"
+    processed = versions.last_of(event.hub, EventType.LOCAL_COMPLIANCE)
+    if needed is not None and (processed is None or processed.value != needed.value):
+        log.info("hub=%s complete compliance %s skipped: compliance %s not processed", event.hub, event.version, needed)
+        return ""
+    table = LocalCompliance._meta.db_table
+    with connection.cursor() as cursor:
+        _stage_compliance(cursor, rows)
+        cursor.execute(
+            f"""
+            UPDATE {table} AS t SET compliance = s.compliance, updated_at = now() FROM _stage_compliance s
+            WHERE t.leaf_hub_name = %s AND t.policy_id = s.policy_id AND t.cluster_name = s.cluster_name
+              AND t.compliance <> s.compliance
+            """,
+            [event.hub],
+        )
+        cursor.execute(
+            f"""
+            UPDATE {table} AS t SET compliance = 'compliant', updated_at = now()
+            WHERE t.leaf_hub_name = %s AND t.compliance <> 'compliant' AND NOT EXISTS (
+                SELECT 1 FROM _stage_compliance s WHERE s.policy_id = t.policy_id AND s.cluster_name = t.cluster_name)
+            """,
+            [event.hub],
+        )
+    return ""
+
+
+COMPLETE_KINDS: dict[EventType, CompleteKind] = {
+    EventType.HEARTBEAT: CompleteKind(parse_heartbeat, apply_heartbeat, framed=False),
+    EventType.HUB_INFO: CompleteKind(parse_hub_info, apply_hub_info, framed=False),
+    EventType.LOCAL_COMPLIANCE: CompleteKind(parse_compliance, apply_compliance, framed=True),
+    EventType.LOCAL_COMPLETE_COMPLIANCE: CompleteKind(
+        parse_complete_compliance, apply_complete_compliance, framed=True
+    ),
+}
+# Applied at the end of a batch in this order: complete compliance builds on the compliance it names.
+APPLY_ORDER = (
+    EventType.HEARTBEAT,
+    EventType.HUB_INFO,
+    EventType.LOCAL_COMPLIANCE,
+    EventType.LOCAL_COMPLETE_COMPLIANCE,
+)

@@ -1,0 +1,274 @@
+"""The manager's ingestion of hub info, local policies, local compliance and heartbeats (real PostgreSQL).
+
+Bundles are built in upstream's shapes (reference section 2.3), so these are also what an upstream Go agent sends.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from django.utils import timezone
+
+from globalhub.manager.ingest.pipeline import ingest_batch
+from globalhub.manager.ingest.records import Record
+from globalhub.manager.models import CompleteFrame, DeadLetter, Hub, HubInfo, LocalCompliance, LocalPolicy
+from globalhub.protocol.bundles import dumps, frame_complete
+from globalhub.protocol.codec import encode
+from globalhub.protocol.events import EXT_DEPENDENCY_VERSION, EXT_VERSION, EventType
+from tests.helpers import record_of, status_message
+
+pytestmark = pytest.mark.django_db
+
+PREFIX = "gh-status."
+
+
+class Topic:
+    """Records of one hub's topic with growing offsets."""
+
+    def __init__(self, hub: str) -> None:
+        self.hub = hub
+        self.name = PREFIX + hub
+        self.offset = 0
+
+    def record(self, event_type: EventType, payload: Any, version: str, **extensions: str | int) -> Record:
+        message = status_message(self.hub, event_type, payload, version, extensions)
+        record = record_of(message, self.name, self.offset)
+        self.offset += 1
+        return record
+
+    def heartbeat(self, version: str, sent: datetime) -> Record:
+        message = encode(
+            event_type=EventType.HEARTBEAT, source=self.hub, data=b"[]", extensions={EXT_VERSION: version}, time=sent
+        )
+        record = record_of(message, self.name, self.offset)
+        self.offset += 1
+        return record
+
+
+@pytest.fixture
+def topic() -> Topic:
+    return Topic(f"hub-{uuid.uuid4().hex[:8]}")
+
+
+def policy(name: str, uid: str | None = None) -> dict[str, Any]:
+    return {
+        "apiVersion": "policy.open-cluster-management.io/v1",
+        "kind": "Policy",
+        "metadata": {"name": name, "namespace": "default", "uid": uid or str(uuid.uuid4()), "generation": 1},
+        "spec": {"remediationAction": "inform", "disabled": False, "policy-templates": []},
+        "status": {},
+    }
+
+
+def compliance_entry(policy_id: str, compliant: list[str], non: list[str] | None = None) -> dict[str, Any]:
+    return {
+        "policyId": policy_id,
+        "compliantClusters": compliant,
+        "nonCompliantClusters": non or [],
+        "unknownComplianceClusters": [],
+        "pendingComplianceClusters": [],
+    }
+
+
+def compliance_rows(hub: str) -> dict[tuple[str, str], str]:
+    rows = LocalCompliance.objects.filter(hub_id=hub).values_list("policy_id", "cluster_name", "compliance")
+    return {(str(p), c): s for p, c, s in rows}
+
+
+def test_hub_info_is_upserted_and_an_upsert_clears_its_soft_delete(topic: Topic) -> None:
+    cluster_id = str(uuid.uuid4())
+    info = {
+        "consoleURL": "https://console.example.com",
+        "grafanaURL": "https://grafana.example.com",
+        "mchVersion": "2.13.0",
+        "clusterId": cluster_id,
+    }
+    ingest_batch([topic.record(EventType.HUB_INFO, info, "0.1")], topic_prefix=PREFIX)
+    row = HubInfo.objects.get(hub_id=topic.hub)
+    assert (str(row.cluster_id), row.console_url, row.payload) == (cluster_id, "https://console.example.com", info)
+
+    HubInfo.objects.update(deleted_at=timezone.now())
+    ingest_batch([topic.record(EventType.HUB_INFO, {**info, "mchVersion": "2.14.0"}, "1.1")], topic_prefix=PREFIX)
+    row = HubInfo.objects.get(hub_id=topic.hub)
+    assert row.deleted_at is None
+    assert row.payload["mchVersion"] == "2.14.0"
+
+
+def test_hub_info_without_a_cluster_id_is_ignored_as_upstream_does(topic: Topic) -> None:
+    stats = ingest_batch([topic.record(EventType.HUB_INFO, {"consoleURL": "https://c"}, "0.1")], topic_prefix=PREFIX)
+    assert not HubInfo.objects.filter(hub_id=topic.hub).exists()
+    assert stats.dead_letters == 0
+
+
+def test_local_policies_are_upserted_deleted_and_swept_like_clusters(topic: Topic) -> None:
+    policies = [policy(f"p{i}") for i in range(4)]
+    ingest_batch([topic.record(EventType.LOCAL_POLICY_SPEC, {"update": policies}, "1.4")], topic_prefix=PREFIX)
+    assert LocalPolicy.objects.filter(hub_id=topic.hub, deleted_at=None).count() == 4
+
+    gone = policies[0]["metadata"]
+    listing = [{"id": p["metadata"]["uid"], "name": p["metadata"]["name"]} for p in policies[2:]]
+    ingest_batch(
+        [
+            topic.record(EventType.LOCAL_POLICY_SPEC, {"delete": [{"id": gone["uid"], "name": gone["name"]}]}, "2.5"),
+            topic.record(EventType.LOCAL_POLICY_SPEC, {"resync": policies[2:]}, "3.5"),
+            topic.record(EventType.LOCAL_POLICY_SPEC, {"resync_metadata": listing}, "3.5"),
+        ],
+        topic_prefix=PREFIX,
+    )
+    live = set(LocalPolicy.objects.filter(hub_id=topic.hub, deleted_at=None).values_list("policy_name", flat=True))
+    assert live == {"p2", "p3"}
+    assert LocalPolicy.objects.get(hub_id=topic.hub, policy_name="p0").deleted_at is not None
+
+
+def test_local_compliance_replaces_the_hubs_rows_and_hard_deletes_the_unlisted(topic: Topic) -> None:
+    other = Topic(f"hub-{uuid.uuid4().hex[:8]}")
+    p1, p2 = str(uuid.uuid4()), str(uuid.uuid4())
+    ingest_batch([other.record(EventType.LOCAL_COMPLIANCE, [compliance_entry(p1, ["x"])], "0.1")], topic_prefix=PREFIX)
+    first = [compliance_entry(p1, ["a", "b"], ["c"]), compliance_entry(p2, ["a"])]
+    ingest_batch([topic.record(EventType.LOCAL_COMPLIANCE, first, "0.1")], topic_prefix=PREFIX)
+    assert compliance_rows(topic.hub) == {
+        (p1, "a"): "compliant",
+        (p1, "b"): "compliant",
+        (p1, "c"): "non_compliant",
+        (p2, "a"): "compliant",
+    }
+
+    second = [compliance_entry(p1, ["a"], ["b"])]  # c left, p2 is gone
+    ingest_batch([topic.record(EventType.LOCAL_COMPLIANCE, second, "1.2")], topic_prefix=PREFIX)
+    assert compliance_rows(topic.hub) == {(p1, "a"): "compliant", (p1, "b"): "non_compliant"}
+    assert compliance_rows(other.hub) == {(p1, "x"): "compliant"}  # upstream would have deleted this (by id only)
+
+    ingest_batch([topic.record(EventType.LOCAL_COMPLIANCE, [], "2.3")], topic_prefix=PREFIX)
+    assert compliance_rows(topic.hub) == {}
+    assert compliance_rows(other.hub) == {(p1, "x"): "compliant"}
+
+
+def test_of_several_complete_bundles_in_one_batch_only_the_newest_is_applied(topic: Topic) -> None:
+    p1 = str(uuid.uuid4())
+    records = [
+        topic.record(EventType.LOCAL_COMPLIANCE, [compliance_entry(p1, ["a"])], "0.1"),
+        topic.record(EventType.LOCAL_COMPLIANCE, [compliance_entry(p1, [], ["a"])], "1.2"),
+        topic.record(EventType.LOCAL_COMPLIANCE, [compliance_entry(p1, ["a", "b"])], "2.3"),
+    ]
+    stats = ingest_batch(records, topic_prefix=PREFIX)
+    assert stats.superseded == 2
+    assert stats.applied == 1
+    assert compliance_rows(topic.hub) == {(p1, "a"): "compliant", (p1, "b"): "compliant"}
+
+
+def test_an_older_complete_bundle_never_moves_rows_backwards(topic: Topic) -> None:
+    p1 = str(uuid.uuid4())
+    ingest_batch(
+        [topic.record(EventType.LOCAL_COMPLIANCE, [compliance_entry(p1, [], ["a"])], "5.9")], topic_prefix=PREFIX
+    )
+    stats = ingest_batch(
+        [topic.record(EventType.LOCAL_COMPLIANCE, [compliance_entry(p1, ["a"])], "5.8")], topic_prefix=PREFIX
+    )
+    assert stats.superseded == 1
+    assert compliance_rows(topic.hub) == {(p1, "a"): "non_compliant"}
+    # An agent restart (Generation 0) is admitted even though its Value is lower.
+    ingest_batch([topic.record(EventType.LOCAL_COMPLIANCE, [compliance_entry(p1, ["a"])], "0.1")], topic_prefix=PREFIX)
+    assert compliance_rows(topic.hub) == {(p1, "a"): "compliant"}
+
+
+def framed_compliance(topic: Topic, entries: list[dict[str, Any]], version: str, limit: int) -> list[Record]:
+    frames = list(frame_complete((dumps(e) for e in entries), limit=limit))
+    return [topic.record(EventType.LOCAL_COMPLIANCE, f.payload, version, **f.extensions()) for f in frames]
+
+
+def test_a_compliance_state_in_frames_is_applied_once_every_frame_arrived_even_across_batches(topic: Topic) -> None:
+    entries = [compliance_entry(str(uuid.uuid4()), [f"c{i}-{j}" for j in range(20)]) for i in range(30)]
+    records = framed_compliance(topic, entries, "0.1", limit=2048)
+    assert len(records) > 4
+    half = len(records) // 2
+    stats = ingest_batch(records[:half], topic_prefix=PREFIX)
+    assert stats.staged_frames == half
+    assert compliance_rows(topic.hub) == {}
+    ingest_batch(records[half:], topic_prefix=PREFIX)
+    assert len(compliance_rows(topic.hub)) == 600
+    assert not CompleteFrame.objects.filter(hub_id=topic.hub).exists()
+
+
+def test_a_compliance_state_with_a_missing_frame_is_not_applied(topic: Topic) -> None:
+    p1 = str(uuid.uuid4())
+    ingest_batch(
+        [topic.record(EventType.LOCAL_COMPLIANCE, [compliance_entry(p1, ["keep"])], "0.1")], topic_prefix=PREFIX
+    )
+    entries = [compliance_entry(str(uuid.uuid4()), [f"c{i}-{j}" for j in range(20)]) for i in range(30)]
+    records = framed_compliance(topic, entries, "1.2", limit=4096)
+    del records[1]
+    ingest_batch(records, topic_prefix=PREFIX)
+
+    assert compliance_rows(topic.hub) == {(p1, "keep"): "compliant"}
+    (letter,) = DeadLetter.objects.filter(hub_name=topic.hub)
+    assert letter.reason.startswith("truncated state: frames [1]")
+    assert not CompleteFrame.objects.filter(hub_id=topic.hub).exists()
+
+
+def test_a_heartbeat_records_when_it_was_sent_and_a_late_one_never_moves_it_back(topic: Topic) -> None:
+    sent = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+    ingest_batch([topic.heartbeat("0.0", sent)], topic_prefix=PREFIX)
+    assert Hub.objects.get(name=topic.hub).last_heartbeat == sent
+    ingest_batch([topic.heartbeat("1.0", sent + timedelta(minutes=1))], topic_prefix=PREFIX)
+    assert Hub.objects.get(name=topic.hub).last_heartbeat == sent + timedelta(minutes=1)
+    # A heartbeat sent earlier but delivered late (after an agent restart: Generation 0 is admitted).
+    ingest_batch([topic.heartbeat("0.0", sent - timedelta(minutes=10))], topic_prefix=PREFIX)
+    assert Hub.objects.get(name=topic.hub).last_heartbeat == sent + timedelta(minutes=1)
+
+
+def test_a_heartbeat_from_a_clock_far_in_the_future_is_capped_at_now(topic: Topic) -> None:
+    ingest_batch([topic.heartbeat("0.0", timezone.now() + timedelta(days=1))], topic_prefix=PREFIX)
+    stored = Hub.objects.get(name=topic.hub).last_heartbeat
+    assert stored is not None and stored < timezone.now() + timedelta(minutes=1)
+
+
+def test_upstream_complete_compliance_updates_statuses_on_top_of_its_compliance_bundle(topic: Topic) -> None:
+    p1, p2 = str(uuid.uuid4()), str(uuid.uuid4())
+    ingest_batch(
+        [
+            topic.record(
+                EventType.LOCAL_COMPLIANCE, [compliance_entry(p1, ["a", "b"]), compliance_entry(p2, [], ["a"])], "0.3"
+            )
+        ],
+        topic_prefix=PREFIX,
+    )
+    complete = [
+        {
+            "policyId": p1,
+            "nonCompliantClusters": ["b"],
+            "unknownComplianceClusters": [],
+            "pendingComplianceClusters": [],
+        }
+    ]
+    ingest_batch(
+        [topic.record(EventType.LOCAL_COMPLETE_COMPLIANCE, complete, "0.3", **{EXT_DEPENDENCY_VERSION: "0.3"})],
+        topic_prefix=PREFIX,
+    )
+    assert compliance_rows(topic.hub) == {(p1, "a"): "compliant", (p1, "b"): "non_compliant", (p2, "a"): "compliant"}
+
+
+@pytest.mark.parametrize(
+    ("event_type", "payload", "reason"),
+    [
+        (EventType.HUB_INFO, [1, 2], "hub info must be a JSON object"),
+        (EventType.HUB_INFO, {"clusterId": "not-a-uuid"}, "clusterId must be a UUID"),
+        (EventType.LOCAL_COMPLIANCE, {"policyId": "x"}, "local compliance must be a JSON array"),
+        (EventType.LOCAL_COMPLIANCE, [{"policyId": "nope"}], "needs a UUID policyId"),
+        (EventType.LOCAL_COMPLIANCE, [{"policyId": str(uuid.uuid4()), "compliantClusters": [1]}], "cluster names"),
+        (EventType.LOCAL_POLICY_SPEC, {"update": "x"}, "bad bundle shape"),
+        (EventType.HEARTBEAT, {"beat": True}, "a heartbeat must be a JSON array"),
+    ],
+)
+def test_a_bundle_of_the_wrong_shape_is_a_dead_letter_and_changes_nothing(
+    topic: Topic, event_type: EventType, payload: Any, reason: str
+) -> None:
+    stats = ingest_batch([topic.record(event_type, payload, "0.1")], topic_prefix=PREFIX)
+    (letter,) = DeadLetter.objects.filter(hub_name=topic.hub)
+    assert reason in letter.reason
+    assert stats.applied == 0
+    assert not HubInfo.objects.filter(hub_id=topic.hub).exists()
+    assert not LocalCompliance.objects.filter(hub_id=topic.hub).exists()
+    assert Hub.objects.get(name=topic.hub).last_heartbeat is None
