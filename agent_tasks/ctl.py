@@ -18,7 +18,7 @@ from typing import Any
 import redis
 
 from agent_tasks.config import AgentConfig
-from agent_tasks.intervals import RESYNC_PREFIX, Intervals
+from agent_tasks.intervals import RESYNC_PREFIX, Intervals, parse_setting
 from agent_tasks.redisutil import text
 from agent_tasks.resync_queue import ResyncQueue
 from agent_tasks.state import StateStore
@@ -120,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(report, indent=2) if args.json else render(report))
         elif args.command == "set":
             intervals = Intervals(client, config.hub_name)
+            for item in args.settings:  # all or nothing: check every setting before writing one
+                parse_setting(item)
             for item in args.settings:
                 key, value = intervals.set(item)
                 print(f"{config.hub_name}: {key} = {_duration(value)}")
@@ -128,7 +130,11 @@ def main(argv: list[str] | None = None) -> int:
             for key in args.keys:
                 print(f"{config.hub_name}: {key} {'back to its default' if intervals.unset(key) else 'was not set'}")
         else:
-            names = [status_type(name).short for name in args.types]
+            kinds = [status_type(name) for name in args.types]
+            refused = [kind.short for kind in kinds if not kind.resyncable]
+            if refused:
+                raise ConfigError(f"{', '.join(refused)} cannot be resynced (it has no state to resend)")
+            names = [kind.short for kind in kinds]
             added = ResyncQueue(client, config.hub_name).push(names)
             print(f"{config.hub_name}: {added} of {len(names)} queued (the others were already waiting)")
     except (ConfigError, KeyError) as error:

@@ -102,6 +102,9 @@ class Agent:
             if item is None:
                 return None
             kind = status_type(item.type)
+            if not kind.resyncable:
+                log.warning("hub=%s %s cannot be resynced; dropped from the queue", self.hub, kind.short)
+                return None
             log.info("hub=%s resync of %s starts after %.1fs in the queue", self.hub, kind.short, item.waited())
             try:
                 with self._type_lock(kind, RESYNC_LOCK_SECONDS, wait=DRAIN_WAIT_SECONDS):

@@ -37,6 +37,7 @@ class Outcome:
     unknown: list[str] = field(default_factory=list)
     rejected: str = ""
     ignored: bool = False
+    request: bool = False  # a Resync for this hub, even one that names nothing
 
 
 class ListenerCounters:
@@ -53,7 +54,7 @@ class ListenerCounters:
         if outcome.rejected:
             pipe.hincrby(self._key, "rejected", 1)
             pipe.hset(self._key, "last_rejection", outcome.rejected[:500])
-        if outcome.queued or outcome.unknown:
+        if outcome.request:
             pipe.hincrby(self._key, "requests", 1)
         if outcome.unknown:
             pipe.hincrby(self._key, "unknown_types", len(outcome.unknown))
@@ -80,6 +81,7 @@ def handle_spec_message(
     if request is None:
         outcome.ignored = True
         return outcome
+    outcome.request = True
     for name in request.types:
         short = short_type(name)
         kind = STATUS_TYPES.get(short)

@@ -77,9 +77,14 @@ class ResyncQueue:
         return int(self._redis.llen(self._list))
 
     def items(self) -> list[Waiting]:
-        names = [text(n) for n in self._redis.lrange(self._list, 0, -1)]
-        stamps = self._redis.hmget(self._since, names) if names else []
-        return [Waiting(n, float(text(s)) if s is not None else 0.0) for n, s in zip(names, stamps, strict=True)]
+        """What waits, in order, with enqueue times; list and times read together (one MULTI)."""
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.lrange(self._list, 0, -1)
+        pipe.hgetall(self._since)
+        raw_names, raw_stamps = pipe.execute()
+        stamps = {text(k): float(text(v)) for k, v in raw_stamps.items()}
+        now = time.time()
+        return [Waiting(text(n), stamps.get(text(n), now)) for n in raw_names]
 
     def clear(self) -> None:
         self._redis.delete(self._list, self._since)
