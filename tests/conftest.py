@@ -55,10 +55,14 @@ def hub_name(run_id: str) -> str:
     return f"hub-{run_id}-{uuid.uuid4().hex[:6]}"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def status_prefix(run_id: str) -> str:
-    """Status topics of this run: ``t<run>-gh-status.<hub>``."""
-    return f"t{run_id}-gh-status."
+    """Status topics of this test only: ``t<run>-<test>-gh-status.<hub>``.
+
+    Consumers subscribe to every topic with the prefix; other tests' topics would be read again (their stored
+    positions go with the test database's flush), so no two tests share one.
+    """
+    return f"t{run_id}-{uuid.uuid4().hex[:6]}-gh-status."
 
 
 @pytest.fixture
