@@ -10,7 +10,6 @@ Three kinds, as upstream's emitters:
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -55,21 +54,23 @@ class StatusType:
         return ObjectMetadata(id=object_id, name=object_name(obj), namespace=metadata.get("namespace"))
 
 
+# Tweaks change the object they are given (freshly parsed from the inventory, owned by the caller): copying it
+# first cost a third of a big resync's CPU.
+
+
 def tweak_cluster(cluster: dict[str, Any], hub: str) -> dict[str, Any]:
     """As upstream: strip managedFields, add the managed-by annotation."""
-    result = copy.deepcopy(cluster)
-    metadata = result.setdefault("metadata", {})
+    metadata = cluster.setdefault("metadata", {})
     metadata.pop("managedFields", None)
-    metadata.setdefault("annotations", {})[MANAGED_BY_ANNOTATION] = hub
-    return result
+    metadata["annotations"] = {**(metadata.get("annotations") or {}), MANAGED_BY_ANNOTATION: hub}
+    return cluster
 
 
 def tweak_policy(policy: dict[str, Any], hub: str) -> dict[str, Any]:
     """As upstream: empty status, strip managedFields."""
-    result = copy.deepcopy(policy)
-    result.get("metadata", {}).pop("managedFields", None)
-    result["status"] = {}
-    return result
+    policy.get("metadata", {}).pop("managedFields", None)
+    policy["status"] = {}
+    return policy
 
 
 DELTA: Final = timedelta(seconds=5)
