@@ -116,4 +116,8 @@ GLOBALHUB = ManagerSettings(
     # How soon a new hub's topic is noticed by the pattern subscription.
     topic_refresh_ms=env_int("GH_TOPIC_REFRESH_MS", 5000, minimum=100),
     db_retry_max=env_duration("GH_DB_RETRY_MAX", "30s"),
+    hub_timeout=env_duration("GH_HUB_TIMEOUT", "5m"),
+    probe_interval=env_duration("GH_PROBE_INTERVAL", "2m"),
+    startup_grace=env_duration("GH_STARTUP_GRACE", env_str("GH_HUB_TIMEOUT", "5m")),
+    periodic_resync_interval=env_duration("GH_PERIODIC_RESYNC_INTERVAL", "12h"),
 )

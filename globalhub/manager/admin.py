@@ -4,21 +4,30 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin
+from django.contrib.admin import helpers
 from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest
+from django.template.response import TemplateResponse
+from django.utils import timezone
 
 from globalhub.manager.models import (
     ConsumedPosition,
     DeadLetter,
     Hub,
     HubInfo,
+    HubTypeStatus,
     LocalCompliance,
     LocalPolicy,
     ManagedCluster,
     ResyncProgress,
+    ResyncRequest,
+    ResyncTarget,
     TypeVersion,
 )
+from globalhub.manager.resync_requests import create_request
+from globalhub.protocol.events import RESYNC_TYPES, EventType
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
@@ -31,25 +40,114 @@ class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         return False
 
 
+class HubTypeStatusInline(admin.TabularInline):  # type: ignore[type-arg]
+    model = HubTypeStatus
+    extra = 0
+    can_delete = False
+    fields = ("event_type", "last_full_state_at", "last_full_state_objects", "last_delta_at", "version")
+    readonly_fields = fields
+    verbose_name_plural = "what the manager last received, per type"
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class ResyncTargetInline(admin.TabularInline):  # type: ignore[type-arg]
+    model = ResyncTarget
+    extra = 0
+    can_delete = False
+    fields = ("request", "completed_at")
+    readonly_fields = fields
+    ordering = ["-request__requested_at"]
+    verbose_name_plural = "resync requests to this hub"
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class ResyncForm(forms.Form):
+    types = forms.MultipleChoiceField(
+        choices=[(t.value, t.short) for t in RESYNC_TYPES],
+        initial=[t.value for t in RESYNC_TYPES],
+        widget=forms.CheckboxSelectMultiple,
+    )
+
+
 @admin.register(Hub)
 class HubAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
-    list_display = ["name", "last_heartbeat", "live_clusters", "deleted_clusters", "created_at"]
+    list_display = ["name", "state", "last_heartbeat", "heartbeat_age", "state_changed_at", "live_clusters"]
+    list_filter = ["state"]
     search_fields = ["name"]
+    readonly_fields = ("name", "state", "state_changed_at", "last_heartbeat", "heartbeat_age", "created_at")
+    fields = readonly_fields
+    inlines = [HubTypeStatusInline, ResyncTargetInline]
+    actions = ["request_resync"]
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # hubs appear by themselves, from their status topic
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Hub]:
         queryset: QuerySet[Hub] = super().get_queryset(request)
-        return queryset.annotate(
-            _live=Count("clusters", filter=Q(clusters__deleted_at__isnull=True)),
-            _deleted=Count("clusters", filter=Q(clusters__deleted_at__isnull=False)),
-        )
+        return queryset.annotate(_live=Count("clusters", filter=Q(clusters__deleted_at__isnull=True)))
 
     @admin.display(description="live clusters", ordering="_live")
     def live_clusters(self, hub: Any) -> int:
-        return int(hub._live)
+        return int(getattr(hub, "_live", 0))
 
-    @admin.display(description="soft-deleted clusters", ordering="_deleted")
-    def deleted_clusters(self, hub: Any) -> int:
-        return int(hub._deleted)
+    @admin.display(description="heartbeat age")
+    def heartbeat_age(self, hub: Hub) -> str:
+        if hub.last_heartbeat is None:
+            return "never"
+        seconds = int((timezone.now() - hub.last_heartbeat).total_seconds())
+        return f"{seconds // 60} min {seconds % 60} s" if seconds >= 60 else f"{seconds} s"
+
+    @admin.action(description="Request a resync of the selected hubs", permissions=["resync"])
+    def request_resync(self, request: HttpRequest, queryset: QuerySet[Hub]) -> TemplateResponse | None:
+        form = ResyncForm(request.POST if "apply" in request.POST else None)
+        if "apply" in request.POST and form.is_valid():
+            by = f"admin:{request.user.get_username()}"
+            created = [
+                create_request(hub.name, form.cleaned_data["types"], ResyncRequest.Reason.OPERATOR, by)
+                for hub in queryset
+            ]
+            self.message_user(
+                request, f"{len(created)} resync request(s) recorded: " + ", ".join(f"#{r.pk}" for r in created)
+            )
+            return None
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Request a resync",
+            "hubs": queryset,
+            "form": form,
+            "opts": self.model._meta,
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+        }
+        return TemplateResponse(request, "admin/manager/hub/request_resync.html", context)
+
+    def has_resync_permission(self, request: HttpRequest) -> bool:
+        return bool(request.user.has_perm("manager.add_resyncrequest"))
+
+
+class ResyncTargetOfRequestInline(admin.TabularInline):  # type: ignore[type-arg]
+    model = ResyncTarget
+    extra = 0
+    can_delete = False
+    fields = ("hub", "completed_at")
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(ResyncRequest)
+class ResyncRequestAdmin(ReadOnlyAdmin):
+    list_display = ["id", "subject", "reason", "short_types", "requested_by", "requested_at", "sent_at", "completed_at"]
+    list_filter = ["reason", "subject"]
+    inlines = [ResyncTargetOfRequestInline]
+
+    @admin.display(description="types")
+    def short_types(self, request: ResyncRequest) -> str:
+        return ", ".join(EventType(t).short for t in request.types)
 
 
 class DeletedFilter(admin.SimpleListFilter):

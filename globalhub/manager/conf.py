@@ -14,3 +14,7 @@ class ManagerSettings:
     consumer_batch_size: int
     topic_refresh_ms: int
     db_retry_max: timedelta
+    hub_timeout: timedelta  # silent longer than this: inactive
+    probe_interval: timedelta  # how often the probe runs (the default schedule installed by migrate)
+    startup_grace: timedelta  # after a manager start, nobody is judged inactive before this has passed
+    periodic_resync_interval: timedelta  # the manager-side periodic resync schedules installed by migrate

@@ -12,9 +12,18 @@ from django.db import models
 
 
 class Hub(models.Model):
-    """A managed hub, known from the first status event on its topic."""
+    """A managed hub, known from the first status event on its topic.
+
+    ``state`` changes only in :mod:`globalhub.manager.lifecycle` (conditional updates: one winner per change).
+    """
+
+    class State(models.TextChoices):
+        ACTIVE = "active"
+        INACTIVE = "inactive"
 
     name = models.CharField(primary_key=True, max_length=200)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.ACTIVE)
+    state_changed_at = models.DateTimeField(null=True, blank=True)
     # When the hub's latest heartbeat was sent (its CloudEvent time), never moved backwards by a late one.
     last_heartbeat = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -22,6 +31,7 @@ class Hub(models.Model):
 
     class Meta:
         ordering = ["name"]
+        indexes = [models.Index(fields=["state", "last_heartbeat"], name="hub_state_heartbeat")]
 
     def __str__(self) -> str:
         return self.name
@@ -257,3 +267,72 @@ class ResyncProgress(models.Model):
 
     def __str__(self) -> str:
         return f"{self.hub_id} {self.event_type} {self.resync_id} {self.outcome}"
+
+
+class HubTypeStatus(models.Model):
+    """What the manager last received of one (hub, type): the last full state, the last delta, the version."""
+
+    hub = models.ForeignKey(Hub, on_delete=models.CASCADE, related_name="type_status")
+    event_type = models.CharField(max_length=255)
+    last_full_state_at = models.DateTimeField(null=True, blank=True)
+    last_full_state_objects = models.IntegerField(null=True, blank=True)
+    last_delta_at = models.DateTimeField(null=True, blank=True)
+    version = models.CharField(max_length=45, blank=True)
+
+    class Meta:
+        verbose_name_plural = "hub type status"
+        constraints = [models.UniqueConstraint(fields=["hub", "event_type"], name="hub_type_status_hub_type")]
+
+    def __str__(self) -> str:
+        return f"{self.hub_id} {self.event_type}"
+
+
+class ResyncRequest(models.Model):
+    """A request for full state, sent to one hub or to all (``broadcast``), kept as a record.
+
+    Written in the same transaction as whatever caused it, then sent by the outbox (``sent_at``); it is complete
+    when every target hub delivered a full state of every requested type after it was sent.
+    """
+
+    class Reason(models.TextChoices):
+        STARTUP = "startup"
+        REACTIVATION = "reactivation"
+        OPERATOR = "operator"
+        PERIODIC = "periodic"
+
+    subject = models.CharField(max_length=200)  # a hub name or "broadcast"
+    types = models.JSONField()  # full event type strings
+    reason = models.CharField(max_length=16, choices=Reason.choices)
+    requested_by = models.CharField(max_length=150)
+    requested_at = models.DateTimeField()
+    sent_at = models.DateTimeField(null=True, blank=True)
+    send_attempts = models.IntegerField(default=0)
+    last_send_error = models.TextField(blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-requested_at"]
+        indexes = [
+            models.Index(fields=["sent_at"], name="resync_request_unsent", condition=models.Q(sent_at__isnull=True)),
+            models.Index(fields=["reason", "requested_at"], name="resync_request_reason"),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.reason} resync of {self.subject}"
+
+
+class ResyncTarget(models.Model):
+    """One hub a resync request asked, and when that hub's answer was complete."""
+
+    request = models.ForeignKey(ResyncRequest, on_delete=models.CASCADE, related_name="targets")
+    hub = models.ForeignKey(Hub, on_delete=models.CASCADE, related_name="resync_targets")
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["request", "hub"], name="resync_target_request_hub")]
+        indexes = [
+            models.Index(fields=["hub"], name="resync_target_open", condition=models.Q(completed_at__isnull=True))
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.request_id} -> {self.hub_id}"

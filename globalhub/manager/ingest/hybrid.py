@@ -51,6 +51,7 @@ class HybridResult:
     skipped_objects: int = 0
     swept: int = 0
     incomplete_reason: str = ""
+    full_state: int | None = None  # a complete listing was applied: how many objects it listed
 
 
 def apply_hybrid(kind: HybridType, event: StatusEvent) -> HybridResult:
@@ -191,6 +192,7 @@ def _apply_listing(
             mark = f"u{event.event_id}"[:64]
             bulk.mark_listed(kind.table, event.hub, ids, mark)
             result.swept = bulk.sweep_unlisted(kind.table, event.hub, mark, now)
+            result.full_state = len(ids)
         return
     if progress.outcome == ResyncProgress.Outcome.RECEIVING:
         bulk.mark_listed(kind.table, event.hub, ids, progress.resync_id)
@@ -217,6 +219,7 @@ def _finish(
     result.swept = bulk.sweep_unlisted(kind.table, event.hub, progress.resync_id, now)
     progress.outcome = ResyncProgress.Outcome.COMPLETED
     progress.deleted_count = result.swept
+    result.full_state = progress.listed
     log.info(
         "hub=%s type=%s resync %s complete: %d listed, %d soft-deleted",
         event.hub,

@@ -14,17 +14,22 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from django.db import DataError, IntegrityError, connection, transaction
+from django.utils import timezone
 
 from globalhub.manager.ingest.complete import APPLY_ORDER, Incomplete, assemble
 from globalhub.manager.ingest.envelope import open_envelope
 from globalhub.manager.ingest.handlers import COMPLETE_TYPES, HYBRID_TYPES
 from globalhub.manager.ingest.hybrid import apply_hybrid
+from globalhub.manager.ingest.observations import Observation, save_observations
 from globalhub.manager.ingest.records import Record, Rejected, StatusEvent
 from globalhub.manager.ingest.versions import VersionBook
+from globalhub.manager.lifecycle import Timing, heartbeat_applied
 from globalhub.manager.models import ConsumedPosition, DeadLetter, Hub
+from globalhub.manager.resync_requests import complete_answered
 from globalhub.protocol.events import EventType, hub_from_status_topic
 
 log = logging.getLogger(__name__)
@@ -51,7 +56,19 @@ class _Batch:
     topic_prefix: str
     versions: VersionBook
     stats: BatchStats
+    now: datetime
     pending: dict[tuple[str, EventType], tuple[StatusEvent, Any]] = field(default_factory=dict)
+    observed: dict[tuple[str, str], Observation] = field(default_factory=dict)
+    heartbeats: dict[str, datetime] = field(default_factory=dict)
+
+    def observe(self, event: StatusEvent, full_state: int | None) -> None:
+        seen = self.observed.setdefault((event.hub, event.type.value), Observation(str(event.version)))
+        seen.version = str(event.version)
+        if full_state is None:
+            seen.delta_at = self.now
+        else:
+            seen.full_state_at = self.now
+            seen.full_state_objects = full_state
 
 
 def ingest_batch(records: Sequence[Record], *, topic_prefix: str) -> BatchStats:
@@ -62,13 +79,24 @@ def ingest_batch(records: Sequence[Record], *, topic_prefix: str) -> BatchStats:
     with transaction.atomic():
         fresh = _claim(records, stats)
         hubs = _register_hubs(fresh, topic_prefix)
-        batch = _Batch(topic_prefix, VersionBook.load(hubs), stats)
+        batch = _Batch(topic_prefix, VersionBook.load(hubs), stats, timezone.now())
         for record in fresh:
             _ingest_one(record, batch)
         _apply_complete_states(batch)
         batch.versions.save()
+        save_observations(batch.observed)
+        _hub_lifecycle(batch)
         store_positions(fresh)
     return stats
+
+
+def _hub_lifecycle(batch: _Batch) -> None:
+    """Fresh heartbeats bring inactive hubs back; full states answer resync requests. Same transaction."""
+    timing = Timing.from_settings()
+    for hub, sent_at in batch.heartbeats.items():
+        heartbeat_applied(hub, sent_at, batch.now, timing)
+    answered = {hub for (hub, _), seen in batch.observed.items() if seen.full_state_at is not None}
+    complete_answered(answered, batch.now)
 
 
 def _claim(records: Sequence[Record], stats: BatchStats) -> list[Record]:
@@ -120,9 +148,11 @@ def _apply_hybrid(event: StatusEvent, batch: _Batch) -> None:
         _superseded(event, batch)
         return
     with transaction.atomic():  # a savepoint: a rejected record leaves no partial effect
-        problem = apply_hybrid(HYBRID_TYPES[event.type], event).incomplete_reason
+        result = apply_hybrid(HYBRID_TYPES[event.type], event)
+    problem = result.incomplete_reason
     batch.versions.processed(event)
     batch.stats.count(event)
+    batch.observe(event, result.full_state)
     if problem:
         _dead_letter(
             event.record, Rejected(f"truncated resync: {problem}", hub=event.hub, event_type=event.type), batch.stats
@@ -167,8 +197,11 @@ def _apply_complete_states(batch: _Batch) -> None:
                 problem = f"database rejected the data: {error}"
             if problem:
                 _dead_letter(event.record, Rejected(problem, hub=hub, event_type=event_type), batch.stats)
-            else:
-                batch.stats.count(event)
+                continue
+            batch.stats.count(event)
+            batch.observe(event, len(state) if isinstance(state, list) else 1)
+            if event_type is EventType.HEARTBEAT:
+                batch.heartbeats[hub] = state
 
 
 def _superseded(event: StatusEvent, batch: _Batch) -> None:

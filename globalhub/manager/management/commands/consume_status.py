@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import signal
+import time
 from types import FrameType
 from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
+from django.db import DatabaseError, connection
 
 from globalhub.manager.consumer import ConsumerOptions, StatusConsumer
+from globalhub.manager.lifecycle import manager_started
 from globalhub.protocol.kafka import KafkaSettings
+
+log = logging.getLogger("globalhub.manager.consume_status")
 
 
 class Command(BaseCommand):
@@ -39,4 +45,24 @@ class Command(BaseCommand):
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
+        announce_start()
         consumer.run()
+
+
+def announce_start() -> None:
+    """A manager start asks every hub for its full state (once, however many consumers start together)."""
+    delay = 1.0
+    while True:
+        try:
+            request = manager_started()
+        except DatabaseError as error:
+            log.error("cannot record the manager start yet (%s); retrying in %.0fs", error, delay)
+            connection.close()
+            time.sleep(delay)
+            delay = min(delay * 2, 30.0)
+            continue
+        if request is None:
+            log.info("manager start: a broadcast resync was requested moments ago, not repeated")
+        else:
+            log.info("manager start: broadcast resync request #%s", request.pk)
+        return

@@ -1,0 +1,64 @@
+"""The manager's Celery tasks: thin adapters over the lifecycle and the resync requests."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from django.conf import settings
+from django.db import OperationalError
+
+from globalhub.celery import app
+from globalhub.manager import lifecycle
+from globalhub.manager.models import ResyncRequest
+from globalhub.manager.resync_requests import create_request, dispatch_pending
+from globalhub.protocol.kafka import ConfirmedProducer, KafkaSettings
+
+log = logging.getLogger(__name__)
+
+
+class _Producer:
+    """One confirmed producer per worker process, created on first use (after the pool's fork)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._producer: ConfirmedProducer | None = None
+
+    def get(self) -> ConfirmedProducer:
+        with self._lock:
+            if self._producer is None:
+                self._producer = ConfirmedProducer(KafkaSettings.from_env(), **{"message.timeout.ms": 10_000})
+            return self._producer
+
+
+_producer = _Producer()
+
+
+@app.task(
+    name="manager.probe_hubs",
+    autoretry_for=(OperationalError,),
+    retry_backoff=2,
+    retry_backoff_max=30,
+    max_retries=10,
+    ignore_result=True,
+)
+def probe_hubs() -> dict[str, list[str]]:
+    """Every 2 minutes: silent hubs become inactive (their data cleaned), returning ones active and resynced."""
+    result = lifecycle.probe()
+    if result.inactivated or result.reactivated:
+        log.info("probe: inactivated %s, reactivated %s", result.inactivated, result.reactivated)
+    return {"inactivated": result.inactivated, "reactivated": result.reactivated}
+
+
+@app.task(name="manager.send_resync_requests", ignore_result=True)
+def send_resync_requests() -> int:
+    """Send pending resync requests to the hubs (after each request's commit, and every few seconds)."""
+    return dispatch_pending(_producer.get(), settings.GLOBALHUB.spec_topic)
+
+
+@app.task(name="manager.periodic_resync", ignore_result=True)
+def periodic_resync(types: list[str], hubs: list[str] | None = None) -> list[int]:
+    """A schedule's resync: the given types of the given hubs (default: every hub, as one broadcast)."""
+    if hubs is None:
+        return [create_request(None, types, ResyncRequest.Reason.PERIODIC, "schedule").pk]
+    return [create_request(hub, types, ResyncRequest.Reason.PERIODIC, "schedule").pk for hub in hubs]
