@@ -56,6 +56,9 @@ class StatusConsumer:
                 "enable.auto.commit": False,
                 "enable.auto.offset.store": False,
                 "auto.offset.reset": "earliest",
+                # Every hub has its own one-partition topic; the default range assignor gives each topic's only
+                # partition to the same member, so one consumer would get all hubs. Round-robin spreads them.
+                "partition.assignment.strategy": "roundrobin",
                 "topic.metadata.refresh.interval.ms": options.topic_refresh_ms,
                 "metadata.max.age.ms": max(options.topic_refresh_ms * 3, 1000),
                 "fetch.message.max.bytes": 10 * 1024 * 1024,
