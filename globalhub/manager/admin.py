@@ -40,29 +40,27 @@ class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         return False
 
 
-class HubTypeStatusInline(admin.TabularInline):  # type: ignore[type-arg]
-    model = HubTypeStatus
+class ReadOnlyInline(admin.TabularInline):  # type: ignore[type-arg]
     extra = 0
     can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class HubTypeStatusInline(ReadOnlyInline):
+    model = HubTypeStatus
     fields = ("event_type", "last_full_state_at", "last_full_state_objects", "last_delta_at", "version")
     readonly_fields = fields
     verbose_name_plural = "what the manager last received, per type"
 
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
-
-class ResyncTargetInline(admin.TabularInline):  # type: ignore[type-arg]
+class ResyncTargetInline(ReadOnlyInline):
     model = ResyncTarget
-    extra = 0
-    can_delete = False
     fields = ("request", "completed_at")
     readonly_fields = fields
     ordering = ["-request__requested_at"]
     verbose_name_plural = "resync requests to this hub"
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 class ResyncForm(forms.Form):
@@ -128,15 +126,10 @@ class HubAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         return bool(request.user.has_perm("manager.add_resyncrequest"))
 
 
-class ResyncTargetOfRequestInline(admin.TabularInline):  # type: ignore[type-arg]
+class ResyncTargetOfRequestInline(ReadOnlyInline):
     model = ResyncTarget
-    extra = 0
-    can_delete = False
     fields = ("hub", "completed_at")
     readonly_fields = fields
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(ResyncRequest)

@@ -45,12 +45,9 @@ class SoftDeleteQuerySet(models.QuerySet):  # type: ignore[type-arg]
         return self.filter(deleted_at__isnull=False)
 
 
-class ManagedCluster(models.Model):
-    """A ManagedCluster of a hub, keyed by its ``id.k8s.io`` claim (``cluster_id``) within that hub."""
+class HubObject(models.Model):
+    """What a hybrid type's rows share: the hub's object as JSON, soft delete, and the last resync that listed it."""
 
-    hub = models.ForeignKey(Hub, on_delete=models.CASCADE, db_column="leaf_hub_name", related_name="clusters")
-    cluster_id = models.UUIDField()
-    cluster_name = models.CharField(max_length=253, blank=True)
     payload = models.JSONField()
     error = models.CharField(max_length=16, default="none")
     created_at = models.DateTimeField()
@@ -60,6 +57,17 @@ class ManagedCluster(models.Model):
     resync_mark = models.CharField(max_length=64, blank=True, default="")
 
     objects = SoftDeleteQuerySet.as_manager()
+
+    class Meta:
+        abstract = True
+
+
+class ManagedCluster(HubObject):
+    """A ManagedCluster of a hub, keyed by its ``id.k8s.io`` claim (``cluster_id``) within that hub."""
+
+    hub = models.ForeignKey(Hub, on_delete=models.CASCADE, db_column="leaf_hub_name", related_name="clusters")
+    cluster_id = models.UUIDField()
+    cluster_name = models.CharField(max_length=253, blank=True)
 
     class Meta:
         constraints = [
@@ -96,20 +104,12 @@ class HubInfo(models.Model):
         return f"{self.hub_id} ({self.cluster_id})"
 
 
-class LocalPolicy(models.Model):
+class LocalPolicy(HubObject):
     """A root policy of a hub (``policy.localspec``, upstream ``local_spec.policies``), keyed by its UID."""
 
     hub = models.ForeignKey(Hub, on_delete=models.CASCADE, db_column="leaf_hub_name", related_name="policies")
     policy_id = models.UUIDField()
     policy_name = models.CharField(max_length=253, blank=True)
-    payload = models.JSONField()
-    error = models.CharField(max_length=16, default="none")
-    created_at = models.DateTimeField()
-    updated_at = models.DateTimeField()
-    deleted_at = models.DateTimeField(null=True, blank=True)
-    resync_mark = models.CharField(max_length=64, blank=True, default="")
-
-    objects = SoftDeleteQuerySet.as_manager()
 
     class Meta:
         verbose_name_plural = "local policies"
