@@ -8,7 +8,6 @@ lock, so no two sends of one type interleave.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +18,7 @@ from agent_tasks.inventory import ChangeBatch, Cursor, Inventory, LogPosition
 from agent_tasks.state import StateStore
 from agent_tasks.types import HUB_INFO, HUB_INFO_KEY, Kind, StatusType
 from agent_tasks.versions import VersionStore
+from globalhub.protocol import jsonutil
 from globalhub.protocol.bundles import Frame, ObjectMetadata, dumps, frame_complete, frame_resync, pack
 from globalhub.protocol.codec import OutgoingMessage, encode
 from globalhub.protocol.events import EXT_SEND_MODE, EXT_VERSION
@@ -105,7 +105,7 @@ class Emitter:
     def _hybrid_objects(self, status_type: StatusType, report: SendReport) -> Iterator[tuple[ObjectMetadata, bytes]]:
         assert status_type.tweak is not None
         for object_id, raw in self.inventory.list_encoded(status_type.short):
-            obj = status_type.tweak(json.loads(raw), self.hub)
+            obj = status_type.tweak(jsonutil.loads(raw), self.hub)
             report.objects += 1
             yield status_type.metadata(obj, object_id), dumps(obj)
 
@@ -188,7 +188,7 @@ class Emitter:
             if raw is None:  # deleted, or gone again since the change was logged
                 deletes.append(dumps(ObjectMetadata(object_id).to_json()))
             else:
-                updates.append(dumps(status_type.tweak(json.loads(raw), self.hub)))
+                updates.append(dumps(status_type.tweak(jsonutil.loads(raw), self.hub)))
         version = self.versions.get(short)
         for _ in batch.entries:
             version.incr()

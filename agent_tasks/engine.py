@@ -5,8 +5,10 @@ Celery tasks call these methods and nothing else (``agent_tasks/tasks.py``). Rul
 * **Startup** resets this hub's versions to ``0.0`` (the manager sees Generation 0 and resets its slots), moves
   every change-log cursor to the log's end (the startup resyncs cover what came before) and queues every
   resyncable type.
-* **Drain** pops one type and sends its full state. Only one drain runs at a time (a Redis lock); a failed resync
-  goes back in the queue.
+* **Drain** pops one type and sends its full state, at most one type per second (from start to start). Only one
+  drain runs at a time (a Redis lock); a failed resync goes back in the queue. A drain that popped schedules the
+  next one for exactly a second after its start, and a new request nudges an idle agent at once, so the queue
+  moves at one type per second without waiting for beat's next tick (which remains the safety net).
 * **Sync** checks every type: a delta (or heartbeat) when ``NextSyncAt`` passed, a queued full resync when
   ``NextResyncAt`` passed. ``Next…At`` is the last time plus the interval read at that moment, so an interval
   changed at run time applies at once.
@@ -38,6 +40,7 @@ log = logging.getLogger(__name__)
 RESYNC_LOCK_SECONDS = 900  # a lock outlives a crashed holder by at most this long
 SYNC_LOCK_SECONDS = 120
 DRAIN_WAIT_SECONDS = 30.0  # how long a drain waits for a delta of the same type to finish
+DRAIN_SPACING = 1.0  # one queued type per second, as upstream's 1-second ticker
 
 
 @dataclass
@@ -93,30 +96,55 @@ class Agent:
     # --- the 1-second drain ------------------------------------------------------------------------------------
 
     def drain(self) -> SendReport | None:
-        """Pop one queued type and send its full state; a failure re-queues it. None when idle or busy."""
+        """Pop one queued type and send its full state; a failure re-queues it. None when idle, busy or too soon.
+
+        At most one type starts per ``DRAIN_SPACING`` (one second), counted from the previous start, whoever asks:
+        beat's tick, the follow-up a drain schedules (:meth:`next_drain_in`), or a new request's nudge.
+        """
         drain_lock = self._lock("drain", RESYNC_LOCK_SECONDS)
         if not drain_lock.acquire(blocking=False):
             return None
         try:
+            now = self._clock()
+            if self._since_last_start(now) < DRAIN_SPACING:
+                return None
             item = self.queue.pop()
             if item is None:
                 return None
-            kind = status_type(item.type)
-            if not kind.resyncable:
-                log.warning("hub=%s %s cannot be resynced; dropped from the queue", self.hub, kind.short)
-                return None
-            log.info("hub=%s resync of %s starts after %.1fs in the queue", self.hub, kind.short, item.waited())
-            try:
-                with self._type_lock(kind, RESYNC_LOCK_SECONDS, wait=DRAIN_WAIT_SECONDS):
-                    report = self.emitter.full_resync(kind)
-            except Exception as error:
-                self._failed(kind, "resync", error)
-                self.queue.push([kind.short])
-                return None
-            self.state.clear_error(kind.short)
-            return report
+            self._redis.set(self._last_start_key, repr(now))
+            return self._resync(item.type, item.waited())
         finally:
             _release(drain_lock)
+
+    def next_drain_in(self) -> float | None:
+        """Seconds until the next type may start, or None when nothing waits."""
+        if self.queue.length() == 0:
+            return None
+        return max(0.0, DRAIN_SPACING - self._since_last_start(self._clock()))
+
+    @property
+    def _last_start_key(self) -> str:
+        return f"gh:{self.hub}:agent:drain_started"
+
+    def _since_last_start(self, now: float) -> float:
+        raw = self._redis.get(self._last_start_key)
+        return float("inf") if raw is None else now - float(raw)
+
+    def _resync(self, name: str, waited: float) -> SendReport | None:
+        kind = status_type(name)
+        if not kind.resyncable:
+            log.warning("hub=%s %s cannot be resynced; dropped from the queue", self.hub, kind.short)
+            return None
+        log.info("hub=%s resync of %s starts after %.1fs in the queue", self.hub, kind.short, waited)
+        try:
+            with self._type_lock(kind, RESYNC_LOCK_SECONDS, wait=DRAIN_WAIT_SECONDS):
+                report = self.emitter.full_resync(kind)
+        except Exception as error:
+            self._failed(kind, "resync", error)
+            self.queue.push([kind.short])
+            return None
+        self.state.clear_error(kind.short)
+        return report
 
     # --- the periodic scheduler --------------------------------------------------------------------------------
 

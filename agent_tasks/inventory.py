@@ -11,7 +11,6 @@ A Kubernetes-backed inventory would implement the same three read methods.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -19,6 +18,7 @@ from typing import Any, Protocol
 import redis
 
 from agent_tasks.redisutil import text
+from globalhub.protocol import jsonutil
 
 SCAN_BATCH = 1000
 CHANGE_LOG_MAX = 1_000_000
@@ -158,7 +158,7 @@ class RedisInventory:
 
     def get(self, short_type: str, object_id: str) -> dict[str, Any] | None:
         raw = self._redis.hget(self.objects_key(short_type), object_id)
-        return None if raw is None else dict(json.loads(raw))
+        return None if raw is None else dict(jsonutil.loads(raw))
 
     def ids(self, short_type: str) -> set[str]:
         return {text(key) for key in self._redis.hkeys(self.objects_key(short_type))}
@@ -172,7 +172,7 @@ class RedisInventory:
                 pipe.hdel(self.objects_key(short_type), change.object_id)
                 fields: dict[str | bytes, str | bytes] = {"op": "delete", "id": change.object_id}
             else:
-                pipe.hset(self.objects_key(short_type), change.object_id, json.dumps(change.obj, separators=(",", ":")))
+                pipe.hset(self.objects_key(short_type), change.object_id, jsonutil.dumps(change.obj))
                 fields = {"op": "upsert", "id": change.object_id}
             pipe.xadd(
                 self.changes_key(short_type),

@@ -10,8 +10,16 @@ from agent_tasks.runtime import get_runtime
 # later, and late acknowledgement cost the idle agent a quarter of its Redis commands.
 @app.task(name="agent.drain", ignore_result=True, acks_late=False)
 def drain() -> str | None:
-    """Every second: pop one queued type and send its full state."""
-    report = get_runtime().agent.drain()
+    """Every second (and when nudged): pop one queued type and send its full state.
+
+    A drain that found work schedules the next one for when it is allowed, so a queue of four types takes four
+    seconds, not four seconds plus the time each resync took plus waits for beat's ticks.
+    """
+    agent = get_runtime().agent
+    report = agent.drain()
+    wait = agent.next_drain_in()
+    if report is not None and wait is not None:  # only the drain that popped schedules: one chain at a time
+        drain.apply_async(countdown=wait, expires=wait + 5)
     return None if report is None else report.type
 
 
@@ -25,4 +33,7 @@ def sync() -> list[str]:
 @app.task(name="agent.resync", ignore_result=True)
 def resync(short_type: str) -> int:
     """Queue a full resync of one type (what a manager request or an operator asks for)."""
-    return get_runtime().agent.request_resync([short_type])
+    added = get_runtime().agent.request_resync([short_type])
+    if added:
+        drain.delay()
+    return added

@@ -109,6 +109,7 @@ def quiet_start(harness: Harness) -> None:
     harness.agent.start()
     while harness.agent.queue.length():
         harness.agent.drain()
+        harness.clock.advance(1)
     harness.agent.sync()  # first heartbeat and first (empty) delta checks
     harness.sent()
 
@@ -138,6 +139,9 @@ def test_each_drain_sends_one_type_and_the_first_messages_carry_generation_zero(
     report = harness.agent.drain()
     assert report is not None and report.type == "managedhub.info"
     assert report.objects == 0 and report.messages == 0  # the simulator wrote no hub info here: nothing to say
+    assert harness.agent.drain() is None  # one type per second: the next may start a second after this one
+    assert harness.agent.next_drain_in() == 1.0
+    harness.clock.advance(1)
     report = harness.agent.drain()
     assert report is not None and report.type == CLUSTERS
 
@@ -245,19 +249,23 @@ def test_an_interval_changed_at_run_time_applies_at_the_next_tick(harness: Harne
     harness.agent.sync()
     assert [m.short_type for m in harness.sent(1)] == [CLUSTERS]
 
-    harness.agent.intervals.set("resync.managedcluster=30s")  # the last resync was the startup one, at T0
-    harness.clock.advance(28)
+    harness.agent.intervals.set("resync.managedcluster=30s")
+    resynced = StateStore(harness.redis, harness.hub).get(CLUSTERS).last_resync  # the startup resync
+    assert resynced is not None
+    harness.clock.now = resynced + 29
     assert CLUSTERS not in harness.agent.sync().queued
-    harness.clock.advance(1)
+    harness.clock.now = resynced + 30
     assert CLUSTERS in harness.agent.sync().queued
     assert [w.type for w in harness.agent.queue.items()] == [CLUSTERS]
 
 
 def test_a_periodic_resync_is_queued_after_six_hours_by_default(harness: Harness) -> None:
     quiet_start(harness)
-    harness.clock.advance(6 * 3600 - 1)
+    states = StateStore(harness.redis, harness.hub).all()
+    resynced = [states[name].last_resync or 0.0 for name in RESYNC_ORDER]  # the startup resyncs, a second apart
+    harness.clock.now = min(resynced) + 6 * 3600 - 1
     assert harness.agent.sync().queued == []
-    harness.clock.advance(1)
+    harness.clock.now = max(resynced) + 6 * 3600
     assert sorted(harness.agent.sync().queued) == sorted(RESYNC_ORDER)
 
 
@@ -368,5 +376,6 @@ def test_the_cursor_moves_to_the_end_of_the_log_after_a_resync(harness: Harness)
     harness.inventory.apply(CLUSTERS, cluster_changes(harness.hub, 2, seed=3, start=400))
     while harness.agent.queue.length():
         harness.agent.drain()
+        harness.clock.advance(1)
     position = harness.inventory.log_position(CLUSTERS)
     assert Cursor.parse(StateStore(harness.redis, harness.hub).get(CLUSTERS).cursor) == Cursor.at(position)

@@ -87,8 +87,16 @@ def test_a_hub_silent_beyond_the_timeout_is_cleaned_and_comes_back_whole(
             "GH_AGENT_INTERVALS": "managedhub.heartbeat=2s",
         }
     )
+    # The schedules migrate installs, with a 2-second probe. (Created here: transactional tests flush the tables.)
     two_seconds, _ = IntervalSchedule.objects.get_or_create(every=2, period="seconds")
-    PeriodicTask.objects.filter(name="probe hubs").update(interval=two_seconds, expire_seconds=2)
+    five_seconds, _ = IntervalSchedule.objects.get_or_create(every=5, period="seconds")
+    PeriodicTask.objects.update_or_create(
+        name="probe hubs", defaults={"task": "manager.probe_hubs", "interval": two_seconds, "expire_seconds": 2}
+    )
+    PeriodicTask.objects.update_or_create(
+        name="send resync requests",
+        defaults={"task": "manager.send_resync_requests", "interval": five_seconds, "expire_seconds": 4},
+    )
     inventory = RedisInventory(redis.Redis.from_url(redis_url), hub_name)
     populate(inventory, hub_name, clusters=30, policies=5, clusters_per_policy=10, seed=3)
 

@@ -17,13 +17,13 @@ still a ``begin`` + ``complete`` pair, which upstream cannot express.
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final
 
+from globalhub.protocol import jsonutil
 from globalhub.protocol.events import (
     EXT_FRAME,
     EXT_FRAME_SEQ,
@@ -47,8 +47,8 @@ class ObjectTooLarge(BundleError):
 
 
 def dumps(value: Any) -> bytes:
-    """Compact JSON, the one encoding used for every payload."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    """Compact UTF-8 JSON, the one encoding used for every payload."""
+    return jsonutil.dumps(value)
 
 
 @dataclass(frozen=True, slots=True)

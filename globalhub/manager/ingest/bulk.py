@@ -93,13 +93,17 @@ def _soft_delete_matching(spec: ObjectTable, hub: str, column: str, values: list
 
 
 def mark_listed(spec: ObjectTable, hub: str, ids: Sequence[uuid.UUID], mark: str) -> int:
-    """Record that resync ``mark`` listed these ids (whether or not they are soft-deleted)."""
+    """Record that resync ``mark`` listed these ids (whether or not they are soft-deleted).
+
+    Rows this resync already upserted carry the mark: they are not written again.
+    """
     if not ids:
         return 0
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {spec.table} SET resync_mark = %s WHERE {spec.hub_column} = %s AND {spec.id_column} = ANY(%s)",
-            [mark, hub, list(ids)],
+            f"UPDATE {spec.table} SET resync_mark = %s "
+            f"WHERE {spec.hub_column} = %s AND {spec.id_column} = ANY(%s) AND resync_mark <> %s",
+            [mark, hub, list(ids), mark],
         )
         return int(cursor.rowcount)
 

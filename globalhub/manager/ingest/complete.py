@@ -9,7 +9,6 @@ is never applied.
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from django.utils import timezone
 from globalhub.manager.ingest.records import Rejected, StatusEvent
 from globalhub.manager.ingest.versions import VersionBook
 from globalhub.manager.models import CompleteFrame, Compliance, Hub, HubInfo, LocalCompliance
+from globalhub.protocol import jsonutil
 from globalhub.protocol.bundles import FrameKind
 from globalhub.protocol.events import EXT_DEPENDENCY_VERSION, EventType
 from globalhub.protocol.objects import as_uuid
@@ -83,7 +83,7 @@ def assemble(event: StatusEvent) -> list[Any] | None:
         )
     entries: list[Any] = []
     for _, payload in rows:
-        entries.extend(json.loads(bytes(payload)))
+        entries.extend(jsonutil.loads(bytes(payload)))
     return _counted(event, entries)
 
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import json
-
 from globalhub.manager.ingest.records import Record, Rejected, StatusEvent
+from globalhub.protocol import jsonutil
 from globalhub.protocol.bundles import BundleError, FrameInfo
 from globalhub.protocol.codec import InvalidEvent, decode
 from globalhub.protocol.events import EXT_VERSION, EventType, hub_from_status_topic
@@ -43,7 +42,7 @@ def open_envelope(record: Record, topic_prefix: str) -> StatusEvent:
     except BundleError as error:
         raise Rejected(f"bad resync framing: {error}", hub=hub, event_type=event_type) from None
     try:
-        parsed = json.loads(event.data) if event.data else None
+        parsed = jsonutil.loads(event.data) if event.data else None
     except (ValueError, UnicodeDecodeError) as error:
         raise Rejected(f"payload is not valid JSON: {error}", hub=hub, event_type=event_type) from None
     if parsed is None:

@@ -1,0 +1,28 @@
+"""JSON for payloads, fast: orjson, with the standard library behind it for what orjson refuses.
+
+orjson refuses integers wider than 64 bits (and non-string keys); such documents are still valid JSON, so they
+fall back to :mod:`json` rather than being treated as malformed.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import orjson
+
+
+def dumps(value: Any) -> bytes:
+    """Compact UTF-8 JSON."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def loads(data: bytes | str) -> Any:
+    """Parse JSON; ``ValueError`` (with the reason) when it is not JSON."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(data)  # a valid document orjson cannot hold (e.g. a huge integer), or the real error
