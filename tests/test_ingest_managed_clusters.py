@@ -268,3 +268,30 @@ def _parts(message: Any, drop: str | None = None, type_: str | None = None) -> t
     if type_ is not None:
         headers = [(k, type_.encode() if k == "ce_type" else v) for k, v in headers]
     return message.key, message.value, headers
+
+
+def test_data_the_database_refuses_becomes_a_dead_letter_and_the_rest_goes_on() -> None:
+    objects = clusters("hub-n", 2)
+    topic = PREFIX + "hub-n"
+    too_long = dict(objects[0], metadata={**objects[0]["metadata"], "name": "x" * 300})  # over varchar(253)
+    records = [
+        record_of(status_message("hub-n", EventType.MANAGED_CLUSTER, {"update": [too_long]}, "1.1"), topic, 0),
+        record_of(status_message("hub-n", EventType.MANAGED_CLUSTER, {"update": [objects[1]]}, "2.2"), topic, 1),
+    ]
+    stats = ingest_batch(records, topic_prefix=PREFIX)
+
+    (letter,) = DeadLetter.objects.filter(topic=topic)
+    assert letter.offset == 0 and letter.reason.startswith("database rejected the data")
+    assert stats.applied == 1
+    assert live_ids("hub-n") == {cluster_claim_id(objects[1])}
+
+
+def test_one_id_written_in_two_cases_is_one_cluster() -> None:
+    (obj,) = clusters("hub-o", 1)
+    claim = cluster_claim_id(obj) or ""
+    shouted = {**obj, "status": {"clusterClaims": [{"name": "id.k8s.io", "value": claim.upper()}]}}
+    topic = PREFIX + "hub-o"
+    message = status_message("hub-o", EventType.MANAGED_CLUSTER, {"update": [obj, shouted]}, "1.2")
+    stats = ingest_batch([record_of(message, topic, 0)], topic_prefix=PREFIX)
+    assert stats.dead_letters == 0
+    assert live_ids("hub-o") == {claim}

@@ -46,7 +46,12 @@ class SoftDeleteQuerySet(models.QuerySet):  # type: ignore[type-arg]
 
 
 class HubObject(models.Model):
-    """What a hybrid type's rows share: the hub's object as JSON, soft delete, and the last resync that listed it."""
+    """What a hybrid type's rows share: the hub's object as JSON, soft delete, and the last resync that listed it.
+
+    The big tables (clusters, policies, compliance) reference their hub without a database foreign key, as
+    upstream's tables do: a per-row constraint check was a quarter of a bulk upsert. The ingest creates the hub
+    in the same transaction before any of its rows, and deleting a hub deletes its rows (Django's cascade).
+    """
 
     payload = models.JSONField()
     error = models.CharField(max_length=16, default="none")
@@ -65,7 +70,9 @@ class HubObject(models.Model):
 class ManagedCluster(HubObject):
     """A ManagedCluster of a hub, keyed by its ``id.k8s.io`` claim (``cluster_id``) within that hub."""
 
-    hub = models.ForeignKey(Hub, on_delete=models.CASCADE, db_column="leaf_hub_name", related_name="clusters")
+    hub = models.ForeignKey(
+        Hub, on_delete=models.CASCADE, db_column="leaf_hub_name", related_name="clusters", db_constraint=False
+    )
     cluster_id = models.UUIDField()
     cluster_name = models.CharField(max_length=253, blank=True)
 
@@ -107,7 +114,9 @@ class HubInfo(models.Model):
 class LocalPolicy(HubObject):
     """A root policy of a hub (``policy.localspec``, upstream ``local_spec.policies``), keyed by its UID."""
 
-    hub = models.ForeignKey(Hub, on_delete=models.CASCADE, db_column="leaf_hub_name", related_name="policies")
+    hub = models.ForeignKey(
+        Hub, on_delete=models.CASCADE, db_column="leaf_hub_name", related_name="policies", db_constraint=False
+    )
     policy_id = models.UUIDField()
     policy_name = models.CharField(max_length=253, blank=True)
 
@@ -136,7 +145,9 @@ class LocalCompliance(models.Model):
     Rows are replaced by each complete bundle and hard-deleted when no longer listed, as upstream.
     """
 
-    hub = models.ForeignKey(Hub, on_delete=models.CASCADE, db_column="leaf_hub_name", related_name="compliance")
+    hub = models.ForeignKey(
+        Hub, on_delete=models.CASCADE, db_column="leaf_hub_name", related_name="compliance", db_constraint=False
+    )
     policy_id = models.UUIDField()
     cluster_name = models.CharField(max_length=253)
     compliance = models.CharField(max_length=16, choices=Compliance.choices)

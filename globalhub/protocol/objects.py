@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any, Final
 
@@ -34,6 +35,9 @@ def object_uid(obj: dict[str, Any]) -> str | None:
     return uid if isinstance(uid, str) and uid else None
 
 
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
 def as_uuid(value: str | None) -> uuid.UUID | None:
     """Parse an id the database stores as a uuid; None when it is not one."""
     if not value:
@@ -42,3 +46,16 @@ def as_uuid(value: str | None) -> uuid.UUID | None:
         return uuid.UUID(value)
     except ValueError:
         return None
+
+
+def canonical_uuid(value: str | None) -> str | None:
+    """``value`` as a canonical lower-case UUID string, or None when it is not a UUID.
+
+    The fast path (already hyphenated) avoids building a :class:`uuid.UUID` for each of thousands of ids.
+    """
+    if not value:
+        return None
+    if len(value) == 36 and _UUID.fullmatch(value):
+        return value.lower()
+    parsed = as_uuid(value)
+    return None if parsed is None else str(parsed)

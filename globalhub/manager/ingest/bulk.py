@@ -6,7 +6,6 @@ hub's rows.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -29,9 +28,24 @@ class ObjectTable:
         return f"_stage_{self.table}"
 
 
+def stage_table(cursor: Any, name: str, columns: str, uncompressed: str | None = None) -> None:
+    """An empty session-local staging table (created once per connection, emptied at every use and commit).
+
+    A staged value is read once and thrown away, so compressing it (PostgreSQL's default for large values) is pure
+    waste: ``uncompressed`` names a column stored as is. On this machine that halves a 10,000-cluster upsert.
+    """
+    cursor.execute("SELECT to_regclass(%s)", [f"pg_temp.{name}"])
+    if cursor.fetchone()[0] is None:
+        cursor.execute(f"CREATE TEMP TABLE {name} ({columns}) ON COMMIT DELETE ROWS")
+        if uncompressed:
+            cursor.execute(f"ALTER TABLE {name} ALTER COLUMN {uncompressed} SET STORAGE EXTERNAL")
+    else:
+        cursor.execute(f"DELETE FROM {name}")  # small, and cheaper than TRUNCATE's lock and file work each frame
+
+
 @dataclass(frozen=True, slots=True)
 class ObjectRow:
-    object_id: uuid.UUID
+    object_id: str  # canonical UUID text
     name: str
     payload_json: str
 
@@ -45,11 +59,7 @@ def upsert_objects(spec: ObjectTable, hub: str, rows: Sequence[ObjectRow], now: 
     if not latest:
         return 0
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"CREATE TEMP TABLE IF NOT EXISTS {spec.stage} "
-            "(object_id uuid, name text, payload jsonb) ON COMMIT DELETE ROWS"
-        )
-        cursor.execute(f"TRUNCATE {spec.stage}")
+        stage_table(cursor, spec.stage, "object_id uuid, name text, payload jsonb", uncompressed="payload")
         with cursor.cursor.copy(f"COPY {spec.stage} (object_id, name, payload) FROM STDIN") as copy:
             for row in latest.values():
                 copy.write_row((row.object_id, row.name, row.payload_json))
@@ -71,7 +81,7 @@ def upsert_objects(spec: ObjectTable, hub: str, rows: Sequence[ObjectRow], now: 
         return int(cursor.rowcount)
 
 
-def soft_delete_ids(spec: ObjectTable, hub: str, ids: Sequence[uuid.UUID], now: datetime) -> int:
+def soft_delete_ids(spec: ObjectTable, hub: str, ids: Sequence[str], now: datetime) -> int:
     return _soft_delete_matching(spec, hub, spec.id_column, list(ids), now)
 
 
@@ -84,15 +94,16 @@ def _soft_delete_matching(spec: ObjectTable, hub: str, column: str, values: list
     if not values:
         return 0
     with connection.cursor() as cursor:
+        cast = "::uuid[]" if column == spec.id_column else ""
         cursor.execute(
             f"UPDATE {spec.table} SET deleted_at = %s, updated_at = %s "
-            f"WHERE {spec.hub_column} = %s AND {column} = ANY(%s) AND deleted_at IS NULL",
+            f"WHERE {spec.hub_column} = %s AND {column} = ANY(%s{cast}) AND deleted_at IS NULL",
             [now, now, hub, values],
         )
         return int(cursor.rowcount)
 
 
-def mark_listed(spec: ObjectTable, hub: str, ids: Sequence[uuid.UUID], mark: str) -> int:
+def mark_listed(spec: ObjectTable, hub: str, ids: Sequence[str], mark: str) -> int:
     """Record that resync ``mark`` listed these ids (whether or not they are soft-deleted).
 
     Rows this resync already upserted carry the mark: they are not written again.
@@ -102,7 +113,7 @@ def mark_listed(spec: ObjectTable, hub: str, ids: Sequence[uuid.UUID], mark: str
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {spec.table} SET resync_mark = %s "
-            f"WHERE {spec.hub_column} = %s AND {spec.id_column} = ANY(%s) AND resync_mark <> %s",
+            f"WHERE {spec.hub_column} = %s AND {spec.id_column} = ANY(%s::uuid[]) AND resync_mark <> %s",
             [mark, hub, list(ids), mark],
         )
         return int(cursor.rowcount)

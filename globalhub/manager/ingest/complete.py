@@ -21,6 +21,7 @@ from django.db.models import F, Value
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
+from globalhub.manager.ingest.bulk import stage_table
 from globalhub.manager.ingest.records import Rejected, StatusEvent
 from globalhub.manager.ingest.versions import VersionBook
 from globalhub.manager.models import CompleteFrame, Compliance, Hub, HubInfo, LocalCompliance
@@ -190,18 +191,38 @@ def _names(entry: dict[str, Any], key: str, index: int, event: StatusEvent) -> l
 
 
 def apply_compliance(event: StatusEvent, rows: list[ComplianceRow], versions: VersionBook) -> str:
-    """Replace the hub's compliance: upsert what is listed, hard-delete what is not (as upstream, but per hub)."""
+    """Replace the hub's compliance: write what changed, add what is new, hard-delete what is no longer listed.
+
+    Three set operations (joins against the staged state) instead of one ``INSERT … ON CONFLICT``: a state is
+    mostly unchanged rows, which a conflict-checked insert would still try one by one (three times slower here).
+    Only this hub's consumer writes its rows (one partition, one advisory lock), so nothing can slip in between.
+    """
     table = LocalCompliance._meta.db_table
     now = timezone.now()
     with connection.cursor() as cursor:
         _stage_compliance(cursor, rows)
+        cursor.execute("ANALYZE _stage_compliance")  # a temporary table has no statistics: let joins hash
+        # Mark what exists first, so the insert below never reads the table it writes.
         cursor.execute(
             f"""
-            INSERT INTO {table} AS t (leaf_hub_name, policy_id, cluster_name, compliance, error, updated_at)
-            SELECT %s, policy_id, cluster_name, compliance, 'none', %s FROM _stage_compliance
-            ON CONFLICT (leaf_hub_name, policy_id, cluster_name) DO UPDATE
-                SET compliance = EXCLUDED.compliance, updated_at = EXCLUDED.updated_at
-                WHERE t.compliance IS DISTINCT FROM EXCLUDED.compliance
+            UPDATE _stage_compliance AS s SET present = true, changed = t.compliance <> s.compliance
+            FROM {table} t
+            WHERE t.leaf_hub_name = %s AND t.policy_id = s.policy_id AND t.cluster_name = s.cluster_name
+            """,
+            [event.hub],
+        )
+        cursor.execute(
+            f"""
+            UPDATE {table} AS t SET compliance = s.compliance, updated_at = %s FROM _stage_compliance s
+            WHERE s.changed AND t.leaf_hub_name = %s AND t.policy_id = s.policy_id AND t.cluster_name = s.cluster_name
+            """,
+            [now, event.hub],
+        )
+        cursor.execute(
+            f"""
+            INSERT INTO {table} (leaf_hub_name, policy_id, cluster_name, compliance, error, updated_at)
+            SELECT %s, s.policy_id, s.cluster_name, s.compliance, 'none', %s FROM _stage_compliance s
+            WHERE NOT s.present
             """,
             [event.hub, now],
         )
@@ -216,11 +237,12 @@ def apply_compliance(event: StatusEvent, rows: list[ComplianceRow], versions: Ve
 
 
 def _stage_compliance(cursor: Any, rows: list[ComplianceRow]) -> None:
-    cursor.execute(
-        "CREATE TEMP TABLE IF NOT EXISTS _stage_compliance "
-        "(policy_id uuid, cluster_name text, compliance text) ON COMMIT DELETE ROWS"
+    stage_table(
+        cursor,
+        "_stage_compliance",
+        "policy_id uuid, cluster_name text, compliance text, "
+        "present boolean DEFAULT false, changed boolean DEFAULT false",
     )
-    cursor.execute("TRUNCATE _stage_compliance")
     with cursor.cursor.copy("COPY _stage_compliance (policy_id, cluster_name, compliance) FROM STDIN") as copy:
         for row in rows:
             copy.write_row(row)

@@ -29,7 +29,7 @@ from globalhub.protocol.bundles import (
     dumps,
     parse_generic_bundle,
 )
-from globalhub.protocol.objects import as_uuid
+from globalhub.protocol.objects import canonical_uuid
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def _rows(kind: HybridType, objects: list[dict[str, Any]]) -> tuple[list[bulk.Ob
     rows = []
     skipped = 0
     for obj in objects:
-        object_id = as_uuid(kind.id_of(obj))
+        object_id = canonical_uuid(kind.id_of(obj))
         if object_id is None:
             skipped += 1
             continue
@@ -104,7 +104,7 @@ def _apply_deletes(kind: HybridType, hub: str, bundle: GenericBundle, now: datet
     ids = []
     names = []
     for entry in bundle.delete:
-        object_id = as_uuid(entry.id)
+        object_id = canonical_uuid(entry.id)
         if object_id is not None:
             ids.append(object_id)
         elif entry.name:
@@ -184,7 +184,7 @@ def _apply_listing(
     now: datetime,
     result: HybridResult,
 ) -> None:
-    ids = [object_id for object_id in (as_uuid(entry.id) for entry in listing) if object_id is not None]
+    ids = [object_id for object_id in (canonical_uuid(entry.id) for entry in listing) if object_id is not None]
     if frame is None or progress is None:
         # Upstream agents send one unframed resync_metadata bundle that lists everything; an empty one means
         # nothing to upstream's manager either (it cannot tell "no objects" from "no listing").

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from django.db import DataError, IntegrityError, connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from globalhub.manager.ingest.complete import APPLY_ORDER, Incomplete, assemble
@@ -138,7 +138,9 @@ def _ingest_one(record: Record, batch: _Batch) -> None:
             )
     except Rejected as rejected:
         _dead_letter(record, rejected, batch.stats)
-    except (DataError, IntegrityError) as error:
+    except DatabaseError as error:
+        if not refuses_the_data(error):
+            raise  # the database is in trouble, not this record: the caller retries the batch
         # The database refused this record's data: retrying cannot help, recording it does.
         _dead_letter(record, Rejected(f"database rejected the data: {error}"), batch.stats)
 
@@ -193,7 +195,9 @@ def _apply_complete_states(batch: _Batch) -> None:
             try:
                 with transaction.atomic():
                     problem = COMPLETE_TYPES[event_type].apply(event, state, batch.versions)
-            except (DataError, IntegrityError) as error:
+            except DatabaseError as error:
+                if not refuses_the_data(error):
+                    raise
                 problem = f"database rejected the data: {error}"
             if problem:
                 _dead_letter(event.record, Rejected(problem, hub=hub, event_type=event_type), batch.stats)
@@ -202,6 +206,17 @@ def _apply_complete_states(batch: _Batch) -> None:
             batch.observe(event, len(state) if isinstance(state, list) else 1)
             if event_type is EventType.HEARTBEAT:
                 batch.heartbeats[hub] = state
+
+
+# SQLSTATE classes that mean "this data", deterministic for the record: cardinality (21, e.g. one upsert touching
+# a row twice), data exception (22), integrity constraint (23). Anything else (connection, server shutting down,
+# missing migration) is the database's trouble: the batch is retried, never skipped.
+_DATA_PROBLEMS = ("21", "22", "23")
+
+
+def refuses_the_data(error: DatabaseError) -> bool:
+    sqlstate = getattr(error.__cause__, "sqlstate", None) or ""
+    return sqlstate[:2] in _DATA_PROBLEMS
 
 
 def _superseded(event: StatusEvent, batch: _Batch) -> None:
