@@ -1,9 +1,11 @@
 """The agent's Celery app: ``celery -A agent_tasks worker`` / ``celery -A agent_tasks beat``.
 
 The broker is the hub's own Redis (``REDIS_URL``); tasks go to a queue named after the hub, so agents of several
-hubs may share one Redis server. Beat ticks every second: ``agent.drain`` (one queued resync) and ``agent.sync``
-(due deltas, heartbeat, periodic resyncs). Each tick expires after 1.5 s, so ticks a busy worker could not take in
-time are dropped instead of piling up, and a Redis lock keeps two drains from overlapping.
+hubs may share one Redis server. Beat sends ``agent.tick`` every second: it hands a waiting resync to
+``agent.drain`` (a task of its own, so a long resync never holds up the ticks) and runs the due delta syncs,
+heartbeat and periodic resyncs. Ticks expire after 1.5 s, so ticks a busy worker could not take in time are dropped
+instead of piling up; a Redis lock keeps two drains from overlapping, and the drain starts at most one type per
+second.
 """
 
 from __future__ import annotations
@@ -38,13 +40,8 @@ app.conf.update(
     # Beat's schedule is fixed in code: nothing to persist, so several hubs' beats can share a working directory.
     beat_scheduler="celery.beat:Scheduler",
     beat_schedule={
-        "drain-resync-queue": {
-            "task": "agent.drain",
-            "schedule": TICK_SECONDS,
-            "options": {"expires": TICK_SECONDS * 1.5},
-        },
-        "periodic-sync": {
-            "task": "agent.sync",
+        "tick": {
+            "task": "agent.tick",
             "schedule": TICK_SECONDS,
             "options": {"expires": TICK_SECONDS * 1.5},
         },

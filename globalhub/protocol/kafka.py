@@ -142,6 +142,9 @@ class ConfirmedProducer:
                 "linger.ms": 5,
                 "message.max.bytes": 10 * 1024 * 1024,
                 "message.timeout.ms": 30_000,
+                # Back-pressure: a big resync is built faster than Kafka acknowledges it; without a bound the
+                # client would queue it all (up to 1 GiB by default). produce() waits for room instead.
+                "queue.buffering.max.kbytes": 32 * 1024,
             }
         )
         config.update(overrides)
