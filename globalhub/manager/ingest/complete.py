@@ -10,7 +10,6 @@ is never applied.
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -28,7 +27,7 @@ from globalhub.manager.models import CompleteFrame, Compliance, Hub, HubInfo, Lo
 from globalhub.protocol import jsonutil
 from globalhub.protocol.bundles import FrameKind
 from globalhub.protocol.events import EXT_DEPENDENCY_VERSION, EventType
-from globalhub.protocol.objects import as_uuid
+from globalhub.protocol.objects import as_uuid, canonical_uuid
 from globalhub.protocol.version import Version, VersionError
 
 log = logging.getLogger(__name__)
@@ -158,26 +157,26 @@ def apply_hub_info(event: StatusEvent, info: dict[str, Any], versions: VersionBo
 
 # --- local compliance ----------------------------------------------------------------------------------------------
 
-ComplianceRow = tuple[uuid.UUID, str, str]
+ComplianceRow = tuple[str, str, str]  # (canonical policy UUID, cluster name, status)
+_LIST_STATUSES = tuple((key, status.value) for key, status in COMPLIANCE_LISTS.items())
 
 
 def parse_compliance(data: Any, event: StatusEvent) -> list[ComplianceRow]:
     """Upstream's ``[{policyId, compliantClusters, nonCompliantClusters, ...}]`` as (policy, cluster, status)."""
     if not isinstance(data, list):
         raise Rejected("local compliance must be a JSON array", hub=event.hub, event_type=event.type)
-    rows: dict[tuple[uuid.UUID, str], str] = {}
+    rows: dict[tuple[str, str], str] = {}
     for index, entry in enumerate(data):
         policy_id = _policy_id(entry, index, event)
-        for key, status in COMPLIANCE_LISTS.items():
-            for cluster in _names(entry, key, index, event):
-                rows[(policy_id, cluster)] = status.value
+        for key, status in _LIST_STATUSES:  # a cluster listed twice keeps its last status, as upstream's loop does
+            rows.update(dict.fromkeys(((policy_id, cluster) for cluster in _names(entry, key, index, event)), status))
     return [(policy_id, cluster, status) for (policy_id, cluster), status in rows.items()]
 
 
-def _policy_id(entry: Any, index: int, event: StatusEvent) -> uuid.UUID:
+def _policy_id(entry: Any, index: int, event: StatusEvent) -> str:
     if not isinstance(entry, dict):
         raise Rejected(f"compliance entry {index} must be an object", hub=event.hub, event_type=event.type)
-    policy_id = as_uuid(entry.get("policyId")) if isinstance(entry.get("policyId"), str) else None
+    policy_id = canonical_uuid(entry.get("policyId")) if isinstance(entry.get("policyId"), str) else None
     if policy_id is None:
         raise Rejected(f"compliance entry {index} needs a UUID policyId", hub=event.hub, event_type=event.type)
     return policy_id
@@ -199,6 +198,9 @@ def apply_compliance(event: StatusEvent, rows: list[ComplianceRow], versions: Ve
     """
     table = LocalCompliance._meta.db_table
     now = timezone.now()
+    if not LocalCompliance.objects.filter(hub_id=event.hub).exists():
+        _copy_new_compliance(table, event.hub, rows, now)  # a first state (or after an inactive hub's cleanup)
+        return ""
     with connection.cursor() as cursor:
         _stage_compliance(cursor, rows)
         cursor.execute("ANALYZE _stage_compliance")  # a temporary table has no statistics: let joins hash
@@ -234,6 +236,14 @@ def apply_compliance(event: StatusEvent, rows: list[ComplianceRow], versions: Ve
             [event.hub],
         )
     return ""
+
+
+def _copy_new_compliance(table: str, hub: str, rows: list[ComplianceRow], now: datetime) -> None:
+    """A hub with no compliance rows yet: its state goes straight in with COPY (the rows are distinct)."""
+    columns = "leaf_hub_name, policy_id, cluster_name, compliance, error, updated_at"
+    with connection.cursor() as cursor, cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+        for policy_id, cluster, status in rows:
+            copy.write_row((hub, policy_id, cluster, status, "none", now))
 
 
 def _stage_compliance(cursor: Any, rows: list[ComplianceRow]) -> None:
