@@ -37,14 +37,6 @@ class Hub(models.Model):
         return self.name
 
 
-class SoftDeleteQuerySet(models.QuerySet):  # type: ignore[type-arg]
-    def live(self) -> SoftDeleteQuerySet:
-        return self.filter(deleted_at__isnull=True)
-
-    def deleted(self) -> SoftDeleteQuerySet:
-        return self.filter(deleted_at__isnull=False)
-
-
 class HubObject(models.Model):
     """What a hybrid type's rows share: the hub's object as JSON, soft delete, and the last resync that listed it.
 
@@ -60,8 +52,6 @@ class HubObject(models.Model):
     deleted_at = models.DateTimeField(null=True, blank=True)
     # The last framed resync that listed this row; a completed resync soft-deletes the hub's rows it did not mark.
     resync_mark = models.CharField(max_length=64, blank=True, default="")
-
-    objects = SoftDeleteQuerySet.as_manager()
 
     class Meta:
         abstract = True
@@ -100,8 +90,6 @@ class HubInfo(models.Model):
     created_at = models.DateTimeField()
     updated_at = models.DateTimeField()
     deleted_at = models.DateTimeField(null=True, blank=True)
-
-    objects = SoftDeleteQuerySet.as_manager()
 
     class Meta:
         verbose_name_plural = "hub info"
