@@ -99,10 +99,12 @@ FOUR = {t.value for t in RESYNC_TYPES}
 
 # Tables and the columns the ingest writes (bulk.upsert_objects, complete.apply_compliance / apply_hub_info).
 CLUSTER_COLUMNS = (
-    "leaf_hub_name, cluster_id, cluster_name, payload, error, created_at, updated_at, deleted_at, resync_mark"
+    "leaf_hub_name, cluster_id, cluster_name, payload, payload_digest, error, created_at, updated_at, deleted_at, "
+    "resync_mark"
 )
 POLICY_COLUMNS = (
-    "leaf_hub_name, policy_id, policy_name, payload, error, created_at, updated_at, deleted_at, resync_mark"
+    "leaf_hub_name, policy_id, policy_name, payload, payload_digest, error, created_at, updated_at, deleted_at, "
+    "resync_mark"
 )
 COMPLIANCE_COLUMNS = "leaf_hub_name, policy_id, cluster_name, compliance, error, updated_at"
 HUB_INFO_COLUMNS = "leaf_hub_name, cluster_id, payload, console_url, grafana_url, created_at, updated_at, deleted_at"
@@ -782,13 +784,13 @@ def naive_sample(db_url: str, tables: Tables, clusters: int, compliance: int) ->
     """A sample of the rows the ingest wrote, as the keyword arguments a naive consumer would pass (pre-built)."""
     with psycopg.connect(db_url) as conn, conn.cursor() as cursor:
         cursor.execute(
-            f"SELECT cluster_id, cluster_name, payload, resync_mark FROM {tables.cluster} "
+            f"SELECT cluster_id, cluster_name, payload, payload_digest, resync_mark FROM {tables.cluster} "
             "WHERE leaf_hub_name = %s ORDER BY cluster_id LIMIT %s",
             [tables.hub, clusters],
         )
         cluster_rows = [
-            {"cluster_id": cid, "cluster_name": name, "payload": payload, "resync_mark": mark}
-            for cid, name, payload, mark in cursor.fetchall()
+            {"cluster_id": cid, "cluster_name": name, "payload": payload, "payload_digest": digest, "resync_mark": mark}
+            for cid, name, payload, digest, mark in cursor.fetchall()
         ]
         cursor.execute(
             f"SELECT policy_id, cluster_name, compliance FROM {tables.compliance} "
@@ -822,6 +824,7 @@ def naive_pass(rows: NaiveRows, tables: Tables, *, empty: bool) -> tuple[float, 
             defaults={
                 "cluster_name": row["cluster_name"],
                 "payload": row["payload"],
+                "payload_digest": row["payload_digest"],
                 "error": "none",
                 "updated_at": now,
                 "deleted_at": None,
@@ -830,6 +833,7 @@ def naive_pass(rows: NaiveRows, tables: Tables, *, empty: bool) -> tuple[float, 
             create_defaults={
                 "cluster_name": row["cluster_name"],
                 "payload": row["payload"],
+                "payload_digest": row["payload_digest"],
                 "error": "none",
                 "created_at": now,
                 "updated_at": now,
@@ -870,11 +874,18 @@ def per_row_sql_pass(rows: NaiveRows, tables: Tables, *, empty: bool) -> tuple[f
         for row in rows.clusters:
             conn.execute(
                 f"INSERT INTO {tables.cluster} AS t ({CLUSTER_COLUMNS}) "
-                "VALUES (%s, %s, %s, %s, 'none', now(), now(), NULL, %s) "
+                "VALUES (%s, %s, %s, %s, %s, 'none', now(), now(), NULL, %s) "
                 "ON CONFLICT (leaf_hub_name, cluster_id) DO UPDATE SET cluster_name = EXCLUDED.cluster_name, "
-                "payload = EXCLUDED.payload, error = 'none', updated_at = now(), deleted_at = NULL, "
-                "resync_mark = EXCLUDED.resync_mark",
-                [hub, row["cluster_id"], row["cluster_name"], Jsonb(row["payload"]), row["resync_mark"]],
+                "payload = EXCLUDED.payload, payload_digest = EXCLUDED.payload_digest, error = 'none', "
+                "updated_at = now(), deleted_at = NULL, resync_mark = EXCLUDED.resync_mark",
+                [
+                    hub,
+                    row["cluster_id"],
+                    row["cluster_name"],
+                    Jsonb(row["payload"]),
+                    row["payload_digest"],
+                    row["resync_mark"],
+                ],
             )
             conn.commit()
         clusters_seconds = time.perf_counter() - started

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import random
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from agent_tasks.simulate import make_cluster
 from agent_tasks.types import tweak_cluster
+from globalhub.manager.ingest import bulk
 from globalhub.manager.ingest.pipeline import ingest_batch
 from globalhub.manager.ingest.records import Record
 from globalhub.manager.models import ConsumedPosition, DeadLetter, Hub, ManagedCluster, ResyncProgress
@@ -21,6 +23,7 @@ from tests.helpers import frame_message, record_of, status_message
 pytestmark = pytest.mark.django_db
 
 PREFIX = "gh-status."
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def clusters(hub: str, count: int, seed: int = 1) -> list[dict[str, Any]]:
@@ -295,3 +298,92 @@ def test_one_id_written_in_two_cases_is_one_cluster() -> None:
     stats = ingest_batch([record_of(message, topic, 0)], topic_prefix=PREFIX)
     assert stats.dead_letters == 0
     assert live_ids("hub-o") == {claim}
+
+
+def _updated_at(hub: str) -> dict[str, datetime]:
+    return {str(i): at for i, at in ManagedCluster.objects.filter(hub_id=hub).values_list("cluster_id", "updated_at")}
+
+
+def test_a_resync_rewrites_only_the_clusters_that_changed_and_still_sweeps() -> None:
+    objects = clusters("hub-p", 20)
+    first = resync_records("hub-p", objects)
+    ingest_batch(first, topic_prefix=PREFIX)
+    before = _updated_at("hub-p")
+    changed = dict(objects[3], metadata={**objects[3]["metadata"], "labels": {"changed": "yes"}})
+    again = [*objects[:3], changed, *objects[4:15]]  # 15 listed: 5 to sweep, 1 changed, 14 unchanged
+    ingest_batch(resync_records("hub-p", again, start_offset=len(first), version="2.1"), topic_prefix=PREFIX)
+
+    after = _updated_at("hub-p")
+    ids = [cluster_claim_id(o) or "" for o in objects]
+    assert live_ids("hub-p") == set(ids[:15])
+    assert ManagedCluster.objects.get(hub_id="hub-p", cluster_id=ids[3]).payload == changed
+    assert after[ids[3]] > before[ids[3]]
+    for object_id in ids[:3] + ids[4:15]:
+        assert after[object_id] == before[object_id]  # same content: not rewritten, only marked as listed
+    progress = ResyncProgress.objects.get(hub_id="hub-p", event_type=EventType.MANAGED_CLUSTER)
+    assert progress.outcome == ResyncProgress.Outcome.COMPLETED and progress.deleted_count == 5
+
+
+def test_a_cluster_written_outside_the_ingest_is_rewritten_by_the_next_report() -> None:
+    (obj,) = clusters("hub-q", 1)
+    claim = cluster_claim_id(obj) or ""
+    Hub.objects.create(name="hub-q")
+    ManagedCluster.objects.create(
+        hub_id="hub-q", cluster_id=claim, cluster_name="old", payload={}, created_at=T0, updated_at=T0
+    )
+    ingest_batch(resync_records("hub-q", [obj]), topic_prefix=PREFIX)
+    row = ManagedCluster.objects.get(hub_id="hub-q", cluster_id=claim)
+    assert row.payload == obj and row.cluster_name == obj["metadata"]["name"] and row.payload_digest
+
+
+def test_a_cluster_inserted_between_the_lookup_and_the_copy_is_upserted(monkeypatch: pytest.MonkeyPatch) -> None:
+    objects = clusters("hub-r", 3)
+    ingest_batch(resync_records("hub-r", objects[:1]), topic_prefix=PREFIX)
+    monkeypatch.setattr(bulk, "_known_digests", lambda *args: {})  # as if the first row was not there yet
+    stats = ingest_batch(resync_records("hub-r", objects, start_offset=10, version="2.1"), topic_prefix=PREFIX)
+
+    assert stats.dead_letters == 0
+    assert live_ids("hub-r") == {cluster_claim_id(o) for o in objects}
+
+
+@pytest.mark.parametrize("known", [False, True], ids=["new", "known"])
+def test_a_payload_postgresql_cannot_store_is_a_dead_letter_not_a_stuck_partition(known: bool) -> None:
+    objects = clusters("hub-s", 2)
+    topic = PREFIX + "hub-s"
+    offset = 0
+    if known:
+        ingest_batch(resync_records("hub-s", objects[:1]), topic_prefix=PREFIX)
+        offset = 10
+    nul = dict(objects[0], metadata={**objects[0]["metadata"], "labels": {"nul": "a\u0000b"}})  # jsonb refuses \u0000
+    records = [
+        record_of(status_message("hub-s", EventType.MANAGED_CLUSTER, {"update": [nul]}, "5.1"), topic, offset),
+        record_of(
+            status_message("hub-s", EventType.MANAGED_CLUSTER, {"update": [objects[1]]}, "5.2"), topic, offset + 1
+        ),
+    ]
+    stats = ingest_batch(records, topic_prefix=PREFIX)
+
+    (letter,) = DeadLetter.objects.filter(topic=topic)
+    assert letter.offset == offset and letter.reason.startswith("database rejected the data")
+    assert stats.applied == 1
+    assert cluster_claim_id(objects[1]) in live_ids("hub-s")
+    assert ConsumedPosition.objects.get(topic=topic).next_offset == offset + 2
+
+
+def test_a_new_hub_s_cluster_written_twice_in_one_batch_ends_with_the_second_content() -> None:
+    first, other = clusters("hub-t", 2)
+    second = dict(first, metadata={**first["metadata"], "labels": {"round": "2"}})
+    bad = dict(other, metadata={**other["metadata"], "labels": {"nul": "\u0000"}})
+    topic = PREFIX + "hub-t"
+    records = [
+        # rolled back as a whole (the database refuses the second object): the first is not written either
+        record_of(status_message("hub-t", EventType.MANAGED_CLUSTER, {"update": [first, bad]}, "1.1"), topic, 0),
+        record_of(status_message("hub-t", EventType.MANAGED_CLUSTER, {"update": [first]}, "1.2"), topic, 1),
+        record_of(status_message("hub-t", EventType.MANAGED_CLUSTER, {"update": [second]}, "1.3"), topic, 2),
+    ]
+    stats = ingest_batch(records, topic_prefix=PREFIX)
+
+    assert stats.dead_letters == 1 and stats.applied == 2
+    claim = cluster_claim_id(first) or ""
+    assert live_ids("hub-t") == {claim}
+    assert ManagedCluster.objects.get(hub_id="hub-t", cluster_id=claim).payload == second

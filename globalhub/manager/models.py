@@ -52,6 +52,9 @@ class HubObject(models.Model):
     deleted_at = models.DateTimeField(null=True, blank=True)
     # The last framed resync that listed this row; a completed resync soft-deletes the hub's rows it did not mark.
     resync_mark = models.CharField(max_length=64, blank=True, default="")
+    # A digest of the payload as the hub sent it, written by the ingest: an object reported again unchanged is
+    # not rewritten. Rows written any other way have none, so the next report rewrites them.
+    payload_digest = models.BinaryField(null=True, blank=True, editable=False)
 
     class Meta:
         abstract = True

@@ -1,4 +1,4 @@
-"""Set-based writes for hybrid object tables: COPY into a staging table, then one upsert statement.
+"""Set-based writes for hybrid object tables: COPY for new objects, a staged upsert for changed ones.
 
 No row-by-row ORM saves on the hot path. Every statement is scoped by hub, so one hub can never touch another
 hub's rows.
@@ -6,12 +6,19 @@ hub's rows.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import hashlib
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from django.db import connection
+from django.db import IntegrityError, connection, transaction
+from psycopg import Copy
+from psycopg.copy import QueuedLibpqWriter
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -26,6 +33,28 @@ class ObjectTable:
     @property
     def stage(self) -> str:
         return f"_stage_{self.table}"
+
+
+Meanwhile = Callable[[], None]
+"""Work for the client while the server takes in a COPY. It must not use the database connection, and a second
+call must do nothing (it may be offered more than one COPY)."""
+
+
+@contextmanager
+def copy_into(cursor: Any, statement: str, meanwhile: Meanwhile | None = None) -> Iterator[Copy]:
+    """psycopg's ``COPY … FROM STDIN`` on a Django cursor, its errors translated into Django's like any statement's.
+
+    So a row the database refuses (a value too long, a NUL character) is a ``DataError`` the ingest dead-letters,
+    not a driver exception that would stop the partition. With ``meanwhile``, the rows written are queued and
+    sent by a thread of psycopg's, and ``meanwhile()`` runs once they are all written, while the server still
+    parses and stores them: the two cores work at once.
+    """
+    raw = cursor.cursor
+    writer = QueuedLibpqWriter(raw) if meanwhile is not None else None
+    with connection.wrap_database_errors, raw.copy(statement, writer=writer) as copy:
+        yield copy
+        if meanwhile is not None:
+            meanwhile()
 
 
 def stage_table(cursor: Any, name: str, columns: str, uncompressed: str | None = None) -> None:
@@ -48,37 +77,153 @@ class ObjectRow:
     object_id: str  # canonical UUID text
     name: str
     payload_json: str
+    digest: bytes  # of the payload as sent: equal digests, equal objects
+
+    @classmethod
+    def of(cls, object_id: str, name: str, payload: bytes) -> ObjectRow:
+        return cls(object_id, name, payload.decode("utf-8"), payload_digest(payload))
 
 
-def upsert_objects(spec: ObjectTable, hub: str, rows: Sequence[ObjectRow], now: datetime, mark: str) -> int:
-    """Insert or update ``rows`` for ``hub``, clearing ``deleted_at``; a non-empty ``mark`` sets ``resync_mark``.
+def payload_digest(payload: bytes) -> bytes:
+    return hashlib.blake2b(payload, digest_size=16).digest()
 
-    The last row wins when an id appears twice. Returns the number of rows written.
+
+@dataclass
+class FirstSight:
+    """A hub that had no rows of a type when the transaction began: an id not written since is new, unasked.
+
+    ``written`` holds every id offered for writing since, whether or not the write was kept (a rolled-back
+    savepoint): those are looked up in the table, so the set can only err towards asking.
+    """
+
+    written: set[str] = field(default_factory=set)
+
+
+def first_sight(spec: ObjectTable, hub: str) -> FirstSight | None:
+    """A :class:`FirstSight` if the hub has no rows in ``spec``'s table (not even soft-deleted ones), else None."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT EXISTS (SELECT 1 FROM {spec.table} WHERE {spec.hub_column} = %s)", [hub])
+        return None if cursor.fetchone()[0] else FirstSight()
+
+
+def upsert_objects(
+    spec: ObjectTable,
+    hub: str,
+    rows: Sequence[ObjectRow],
+    now: datetime,
+    mark: str,
+    meanwhile: Meanwhile | None = None,
+    seen: FirstSight | None = None,
+) -> int:
+    """Make ``rows`` the hub's live objects, clearing ``deleted_at``; a non-empty ``mark`` sets ``resync_mark``.
+
+    Most of a full resync is objects the manager already has, unchanged: those are only marked. Objects the hub
+    never reported go straight in with COPY; the rest (changed, or soft-deleted) are staged and upserted. Only
+    one transaction writes a hub's objects of one type at a time (the partition's advisory lock), so what is
+    read first stays true; should anything else have inserted an object in between, the upsert takes it.
+
+    The last row wins when an id appears twice. Returns the number of rows written (inserted or updated).
+    ``meanwhile`` runs during the first COPY (or at the end if there is none). ``seen`` spares the look-up of
+    ids that cannot be in the table yet.
     """
     latest = {row.object_id: row for row in rows}
     if not latest:
         return 0
     with connection.cursor() as cursor:
-        stage_table(cursor, spec.stage, "object_id uuid, name text, payload jsonb", uncompressed="payload")
-        with cursor.cursor.copy(f"COPY {spec.stage} (object_id, name, payload) FROM STDIN") as copy:
-            for row in latest.values():
-                copy.write_row((row.object_id, row.name, row.payload_json))
-        cursor.execute(
-            f"""
-            INSERT INTO {spec.table} AS t ({spec.hub_column}, {spec.id_column}, {spec.name_column}, payload,
-                                          error, created_at, updated_at, deleted_at, resync_mark)
-            SELECT %s, object_id, name, payload, 'none', %s, %s, NULL, %s FROM {spec.stage}
-            ON CONFLICT ({spec.hub_column}, {spec.id_column}) DO UPDATE SET
-                {spec.name_column} = EXCLUDED.{spec.name_column},
-                payload = EXCLUDED.payload,
-                error = 'none',
-                updated_at = EXCLUDED.updated_at,
-                deleted_at = NULL,
-                resync_mark = CASE WHEN %s = '' THEN t.resync_mark ELSE EXCLUDED.resync_mark END
-            """,
-            [hub, now, now, mark, mark],
-        )
-        return int(cursor.rowcount)
+        known = _known_digests(cursor, spec, hub, _to_look_up(latest, seen))
+        new = [row for object_id, row in latest.items() if object_id not in known]
+        changed = [row for object_id, row in latest.items() if object_id in known and known[object_id] != row.digest]
+        unchanged = [object_id for object_id, row in latest.items() if known.get(object_id, b"") == row.digest]
+        if new and not _insert_new(cursor, spec, hub, new, now, mark, meanwhile):
+            changed += new
+        if changed:
+            _upsert_staged(cursor, spec, hub, changed, now, mark, meanwhile)
+    if mark:
+        mark_listed(spec, hub, unchanged, mark)
+    if meanwhile is not None:
+        meanwhile()  # if no COPY ran it
+    return len(new) + len(changed)
+
+
+def _to_look_up(latest: dict[str, ObjectRow], seen: FirstSight | None) -> list[str]:
+    if seen is None:
+        return list(latest)
+    ids = [object_id for object_id in latest if object_id in seen.written]
+    seen.written.update(latest)
+    return ids
+
+
+def _known_digests(cursor: Any, spec: ObjectTable, hub: str, ids: list[str]) -> dict[str, bytes | None]:
+    """The digest of each of ``ids`` the hub has a live row for (None when unknown); soft-deleted rows map to None."""
+    if not ids:
+        return {}
+    cursor.execute(
+        f"SELECT {spec.id_column}::text, CASE WHEN deleted_at IS NULL THEN payload_digest END FROM {spec.table} "
+        f"WHERE {spec.hub_column} = %s AND {spec.id_column} = ANY(%s::uuid[])",
+        [hub, ids],
+    )
+    return {object_id: bytes(digest) if digest is not None else None for object_id, digest in cursor.fetchall()}
+
+
+_OBJECT_COLUMNS = "payload, payload_digest, error, created_at, updated_at, deleted_at, resync_mark"
+
+
+def _insert_new(
+    cursor: Any,
+    spec: ObjectTable,
+    hub: str,
+    rows: list[ObjectRow],
+    now: datetime,
+    mark: str,
+    meanwhile: Meanwhile | None,
+) -> bool:
+    """COPY objects the hub has no row for into the table; False (nothing written) if one turned up meanwhile."""
+    columns = f"{spec.hub_column}, {spec.id_column}, {spec.name_column}, {_OBJECT_COLUMNS}"
+    stamp = now.isoformat()
+    try:
+        with transaction.atomic(), copy_into(cursor, f"COPY {spec.table} ({columns}) FROM STDIN", meanwhile) as copy:
+            for row in rows:
+                copy.write_row(
+                    (hub, row.object_id, row.name, row.payload_json, row.digest, "none", stamp, stamp, None, mark)
+                )
+    except IntegrityError:
+        log.warning("hub=%s %s: an object was inserted by someone else meanwhile; upserting instead", hub, spec.table)
+        return False
+    return True
+
+
+def _upsert_staged(
+    cursor: Any,
+    spec: ObjectTable,
+    hub: str,
+    rows: list[ObjectRow],
+    now: datetime,
+    mark: str,
+    meanwhile: Meanwhile | None,
+) -> None:
+    stage_table(
+        cursor, spec.stage, "object_id uuid, name text, payload jsonb, payload_digest bytea", uncompressed="payload"
+    )
+    with copy_into(
+        cursor, f"COPY {spec.stage} (object_id, name, payload, payload_digest) FROM STDIN", meanwhile
+    ) as copy:
+        for row in rows:
+            copy.write_row((row.object_id, row.name, row.payload_json, row.digest))
+    cursor.execute(
+        f"""
+        INSERT INTO {spec.table} AS t ({spec.hub_column}, {spec.id_column}, {spec.name_column}, {_OBJECT_COLUMNS})
+        SELECT %s, object_id, name, payload, payload_digest, 'none', %s, %s, NULL, %s FROM {spec.stage}
+        ON CONFLICT ({spec.hub_column}, {spec.id_column}) DO UPDATE SET
+            {spec.name_column} = EXCLUDED.{spec.name_column},
+            payload = EXCLUDED.payload,
+            payload_digest = EXCLUDED.payload_digest,
+            error = 'none',
+            updated_at = EXCLUDED.updated_at,
+            deleted_at = NULL,
+            resync_mark = CASE WHEN %s = '' THEN t.resync_mark ELSE EXCLUDED.resync_mark END
+        """,
+        [hub, now, now, mark, mark],
+    )
 
 
 def soft_delete_ids(spec: ObjectTable, hub: str, ids: Sequence[str], now: datetime) -> int:

@@ -20,7 +20,7 @@ from django.db.models import F, Value
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
-from globalhub.manager.ingest.bulk import stage_table
+from globalhub.manager.ingest.bulk import copy_into, stage_table
 from globalhub.manager.ingest.records import Rejected, StatusEvent
 from globalhub.manager.ingest.versions import VersionBook
 from globalhub.manager.models import CompleteFrame, Compliance, Hub, HubInfo, LocalCompliance
@@ -241,9 +241,10 @@ def apply_compliance(event: StatusEvent, rows: list[ComplianceRow], versions: Ve
 def _copy_new_compliance(table: str, hub: str, rows: list[ComplianceRow], now: datetime) -> None:
     """A hub with no compliance rows yet: its state goes straight in with COPY (the rows are distinct)."""
     columns = "leaf_hub_name, policy_id, cluster_name, compliance, error, updated_at"
-    with connection.cursor() as cursor, cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+    stamp = now.isoformat()  # formatted once, not once per row
+    with connection.cursor() as cursor, copy_into(cursor, f"COPY {table} ({columns}) FROM STDIN") as copy:
         for policy_id, cluster, status in rows:
-            copy.write_row((hub, policy_id, cluster, status, "none", now))
+            copy.write_row((hub, policy_id, cluster, status, "none", stamp))
 
 
 def _stage_compliance(cursor: Any, rows: list[ComplianceRow]) -> None:
@@ -253,7 +254,7 @@ def _stage_compliance(cursor: Any, rows: list[ComplianceRow]) -> None:
         "policy_id uuid, cluster_name text, compliance text, "
         "present boolean DEFAULT false, changed boolean DEFAULT false",
     )
-    with cursor.cursor.copy("COPY _stage_compliance (policy_id, cluster_name, compliance) FROM STDIN") as copy:
+    with copy_into(cursor, "COPY _stage_compliance (policy_id, cluster_name, compliance) FROM STDIN") as copy:
         for row in rows:
             copy.write_row(row)
 

@@ -54,12 +54,42 @@ class HybridResult:
     full_state: int | None = None  # a complete listing was applied: how many objects it listed
 
 
-def apply_hybrid(kind: HybridType, event: StatusEvent) -> HybridResult:
-    """Apply one admitted hybrid bundle. Raises :class:`Rejected` for a payload of the wrong shape."""
+@dataclass(frozen=True)
+class HybridWork:
+    """A hybrid bundle made ready for the database: its bundle and the rows of its objects (no database needed)."""
+
+    bundle: GenericBundle
+    rows: list[bulk.ObjectRow]
+    skipped: int  # objects without a usable id
+
+
+def prepare_hybrid(kind: HybridType, event: StatusEvent) -> HybridWork:
+    """Parse a hybrid bundle into rows. Raises :class:`Rejected` for a payload of the wrong shape.
+
+    Pure computation: the pipeline runs it for the next record while the database works on the current one.
+    """
     try:
         bundle = parse_generic_bundle(event.parsed)
     except BundleError as error:
         raise Rejected(f"bad bundle shape: {error}", hub=event.hub, event_type=event.type) from None
+    rows, skipped = _rows(kind, bundle.update + bundle.resync)
+    bundle.update.clear()  # the objects live on as rows; their parsed form is no longer needed
+    bundle.resync.clear()
+    return HybridWork(bundle, rows, skipped)
+
+
+def apply_hybrid(
+    kind: HybridType,
+    event: StatusEvent,
+    work: HybridWork,
+    meanwhile: bulk.Meanwhile | None = None,
+    seen: bulk.FirstSight | None = None,
+) -> HybridResult:
+    """Apply one admitted, prepared hybrid bundle; ``meanwhile`` runs while the database takes in its rows.
+
+    ``seen``: the hub had no rows of this type when the transaction began (see :class:`bulk.FirstSight`).
+    """
+    bundle = work.bundle
     now = timezone.now()
     result = HybridResult()
     frame = event.frame
@@ -69,21 +99,20 @@ def apply_hybrid(kind: HybridType, event: StatusEvent) -> HybridResult:
     mark = progress.resync_id if progress is not None and progress.outcome == ResyncProgress.Outcome.RECEIVING else ""
     if mark == "":
         mark = _receiving_mark(event)
-    rows, skipped = _rows(kind, bundle.update + bundle.resync)
-    result.skipped_objects = skipped
-    result.upserted = bulk.upsert_objects(kind.table, event.hub, rows, now, mark)
+    result.skipped_objects = work.skipped
+    result.upserted = bulk.upsert_objects(kind.table, event.hub, work.rows, now, mark, meanwhile, seen)
     result.deleted = _apply_deletes(kind, event.hub, bundle, now)
     if bundle.resync_metadata is not None:
         _apply_listing(kind, event, bundle.resync_metadata, frame, progress, now, result)
     if progress is not None:
         progress.save()
-    if skipped:
+    if work.skipped:
         log.warning(
             "hub=%s type=%s version=%s skipped %d objects without a usable id",
             event.hub,
             event.type.short,
             event.version,
-            skipped,
+            work.skipped,
         )
     return result
 
@@ -96,7 +125,7 @@ def _rows(kind: HybridType, objects: list[dict[str, Any]]) -> tuple[list[bulk.Ob
         if object_id is None:
             skipped += 1
             continue
-        rows.append(bulk.ObjectRow(object_id, kind.name_of(obj) or "", dumps(obj).decode("utf-8")))
+        rows.append(bulk.ObjectRow.of(object_id, kind.name_of(obj) or "", dumps(obj)))
     return rows, skipped
 
 

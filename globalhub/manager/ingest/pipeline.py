@@ -12,7 +12,7 @@ complete states in a batch only the newest admitted one is applied, at the end o
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -20,10 +20,11 @@ from typing import Any
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
+from globalhub.manager.ingest.bulk import FirstSight, Meanwhile, first_sight
 from globalhub.manager.ingest.complete import APPLY_ORDER, Incomplete, assemble
 from globalhub.manager.ingest.envelope import open_envelope
 from globalhub.manager.ingest.handlers import COMPLETE_TYPES, HYBRID_TYPES
-from globalhub.manager.ingest.hybrid import apply_hybrid
+from globalhub.manager.ingest.hybrid import HybridWork, apply_hybrid, prepare_hybrid
 from globalhub.manager.ingest.observations import Observation, save_observations
 from globalhub.manager.ingest.records import Record, Rejected, StatusEvent
 from globalhub.manager.ingest.versions import VersionBook
@@ -60,6 +61,13 @@ class _Batch:
     pending: dict[tuple[str, EventType], tuple[StatusEvent, Any]] = field(default_factory=dict)
     observed: dict[tuple[str, str], Observation] = field(default_factory=dict)
     heartbeats: dict[str, datetime] = field(default_factory=dict)
+    first_sights: dict[tuple[str, EventType], FirstSight | None] = field(default_factory=dict)
+
+    def first_sight(self, event: StatusEvent) -> FirstSight | None:
+        slot = (event.hub, event.type)
+        if slot not in self.first_sights:
+            self.first_sights[slot] = first_sight(HYBRID_TYPES[event.type].table, event.hub)
+        return self.first_sights[slot]
 
     def observe(self, event: StatusEvent, full_state: int | None) -> None:
         seen = self.observed.setdefault((event.hub, event.type.value), Observation(str(event.version)))
@@ -80,8 +88,9 @@ def ingest_batch(records: Sequence[Record], *, topic_prefix: str) -> BatchStats:
         fresh = _claim(records, stats)
         hubs = _register_hubs(fresh, topic_prefix)
         batch = _Batch(topic_prefix, VersionBook.load(hubs), stats, timezone.now())
-        for record in fresh:
-            _ingest_one(record, batch)
+        ahead = _Lookahead(fresh, topic_prefix)
+        for opened in ahead:
+            _ingest_one(opened, batch, ahead.prepare_next)
         _apply_complete_states(batch)
         batch.versions.save()
         save_observations(batch.observed)
@@ -125,11 +134,67 @@ def _register_hubs(records: Sequence[Record], topic_prefix: str) -> list[str]:
     return names
 
 
-def _ingest_one(record: Record, batch: _Batch) -> None:
+@dataclass
+class _Opened:
+    """A record with its envelope opened and, for a hybrid type, its rows prepared; or why either failed."""
+
+    record: Record
+    event: StatusEvent | None = None
+    work: HybridWork | None = None
+    rejected: Rejected | None = None  # the envelope (nothing else is known)
+    bad_payload: Rejected | None = None  # a hybrid bundle of the wrong shape (told after the admission check)
+
+
+def _open(record: Record, topic_prefix: str) -> _Opened:
+    """Everything about a record that needs no database. Never raises for the record's content."""
     try:
-        event = open_envelope(record, batch.topic_prefix)
+        event = open_envelope(record, topic_prefix)
+    except Rejected as rejected:
+        return _Opened(record, rejected=rejected)
+    kind = HYBRID_TYPES.get(event.type)
+    if kind is None:
+        return _Opened(record, event)
+    try:
+        work = prepare_hybrid(kind, event)
+    except Rejected as rejected:
+        return _Opened(record, event, bad_payload=rejected)
+    event.parsed = None  # the rows carry it now
+    return _Opened(record, event, work)
+
+
+class _Lookahead:
+    """The batch's records, opened in order; :meth:`prepare_next` opens the next one early.
+
+    The hybrid writer calls it while the server takes in a COPY, so parsing the next bundle and storing this one
+    overlap. At most one record is opened ahead, so memory stays at two parsed bundles.
+    """
+
+    def __init__(self, records: Sequence[Record], topic_prefix: str) -> None:
+        self._records = records
+        self._prefix = topic_prefix
+        self._next = 0
+        self._ready: _Opened | None = None
+
+    def __iter__(self) -> Iterator[_Opened]:
+        for index, record in enumerate(self._records):
+            self._next = index + 1
+            opened, self._ready = self._ready, None
+            yield opened if opened is not None and opened.record is record else _open(record, self._prefix)
+
+    def prepare_next(self) -> None:
+        if self._ready is None and self._next < len(self._records):
+            self._ready = _open(self._records[self._next], self._prefix)
+
+
+def _ingest_one(opened: _Opened, batch: _Batch, meanwhile: Meanwhile) -> None:
+    record = opened.record
+    try:
+        if opened.rejected is not None:
+            raise opened.rejected
+        event = opened.event
+        assert event is not None
         if event.type in HYBRID_TYPES:
-            _apply_hybrid(event, batch)
+            _apply_hybrid(opened, event, batch, meanwhile)
         elif event.type in COMPLETE_TYPES:
             _offer_complete(event, batch)
         else:
@@ -145,12 +210,15 @@ def _ingest_one(record: Record, batch: _Batch) -> None:
         _dead_letter(record, Rejected(f"database rejected the data: {error}"), batch.stats)
 
 
-def _apply_hybrid(event: StatusEvent, batch: _Batch) -> None:
+def _apply_hybrid(opened: _Opened, event: StatusEvent, batch: _Batch, meanwhile: Meanwhile) -> None:
     if not batch.versions.admits(event):
         _superseded(event, batch)
         return
+    if opened.bad_payload is not None:
+        raise opened.bad_payload
+    assert opened.work is not None
     with transaction.atomic():  # a savepoint: a rejected record leaves no partial effect
-        result = apply_hybrid(HYBRID_TYPES[event.type], event)
+        result = apply_hybrid(HYBRID_TYPES[event.type], event, opened.work, meanwhile, batch.first_sight(event))
     problem = result.incomplete_reason
     batch.versions.processed(event)
     batch.stats.count(event)
