@@ -146,6 +146,23 @@ def test_local_compliance_replaces_the_hubs_rows_and_hard_deletes_the_unlisted(t
     assert compliance_rows(other.hub) == {(p1, "x"): "compliant"}
 
 
+@pytest.mark.parametrize("first_state", [True, False], ids=["first-state", "later-state"])
+def test_a_compliance_state_postgresql_cannot_store_is_a_dead_letter(topic: Topic, first_state: bool) -> None:
+    p1 = str(uuid.uuid4())
+    if not first_state:
+        ingest_batch(
+            [topic.record(EventType.LOCAL_COMPLIANCE, [compliance_entry(p1, ["a"])], "0.1")], topic_prefix=PREFIX
+        )
+    nul = topic.record(EventType.LOCAL_COMPLIANCE, [compliance_entry(p1, ["a", "b\u0000"])], "1.1")  # NUL in a name
+    heartbeat = topic.heartbeat("1.1", datetime.now(UTC))
+    stats = ingest_batch([nul, heartbeat], topic_prefix=PREFIX)
+
+    (letter,) = DeadLetter.objects.filter(topic=topic.name)
+    assert letter.offset == nul.offset and letter.reason.startswith("database rejected the data")
+    assert stats.applied == 1  # the heartbeat
+    assert compliance_rows(topic.hub) == ({} if first_state else {(p1, "a"): "compliant"})
+
+
 def test_of_several_complete_bundles_in_one_batch_only_the_newest_is_applied(topic: Topic) -> None:
     p1 = str(uuid.uuid4())
     records = [

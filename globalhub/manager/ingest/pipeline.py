@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, DataError, connection, transaction
 from django.utils import timezone
 
 from globalhub.manager.ingest.bulk import FirstSight, Meanwhile, first_sight
@@ -283,6 +283,8 @@ _DATA_PROBLEMS = ("21", "22", "23")
 
 
 def refuses_the_data(error: DatabaseError) -> bool:
+    if isinstance(error, DataError) and getattr(error.__cause__, "sqlstate", None) is None:
+        return True  # refused by the driver before the server saw it (a NUL character in a text value)
     sqlstate = getattr(error.__cause__, "sqlstate", None) or ""
     return sqlstate[:2] in _DATA_PROBLEMS
 
