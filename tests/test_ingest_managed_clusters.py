@@ -387,3 +387,33 @@ def test_a_new_hub_s_cluster_written_twice_in_one_batch_ends_with_the_second_con
     claim = cluster_claim_id(first) or ""
     assert live_ids("hub-t") == {claim}
     assert ManagedCluster.objects.get(hub_id="hub-t", cluster_id=claim).payload == second
+
+
+def test_a_cluster_with_text_that_is_not_unicode_is_a_dead_letter() -> None:
+    (obj,) = clusters("hub-u", 1)
+    topic = PREFIX + "hub-u"
+    raw = dumps({"update": [obj]}).replace(b'"labels":{', b'"labels":{"bad":"\\ud800",', 1)  # a lone surrogate
+    assert b"\\ud800" in raw
+    records = [record_of(status_message("hub-u", EventType.MANAGED_CLUSTER, raw, "1.1"), topic, 0)]
+    stats = ingest_batch(records, topic_prefix=PREFIX)
+
+    (letter,) = DeadLetter.objects.filter(topic=topic)
+    assert "Unicode" in letter.reason
+    assert stats.dead_letters == 1 and live_ids("hub-u") == set()
+
+
+@pytest.mark.parametrize("known", [False, True], ids=["new", "changed"])
+def test_text_that_copy_must_escape_arrives_exactly(known: bool) -> None:
+    (obj,) = clusters("hub-v", 1)
+    if known:
+        ingest_batch(resync_records("hub-v", [obj]), topic_prefix=PREFIX)
+    tricky = 'tab\there, new\nline, cr\r, back\\slash, "quoted", \\N, \\x00, ünï'
+    odd = dict(obj, metadata={**obj["metadata"], "name": "c\t\\N\n1", "labels": {"k": tricky}})
+    topic = PREFIX + "hub-v"
+    message = status_message("hub-v", EventType.MANAGED_CLUSTER, {"update": [odd]}, "9.1")
+    stats = ingest_batch([record_of(message, topic, 50)], topic_prefix=PREFIX)
+
+    assert stats.dead_letters == 0
+    row = ManagedCluster.objects.get(hub_id="hub-v", cluster_id=cluster_claim_id(obj) or "")
+    assert row.payload == odd and row.cluster_name == "c\t\\N\n1"
+    assert row.payload_digest is not None and bytes(row.payload_digest) == bulk.payload_digest(dumps(odd))

@@ -24,8 +24,14 @@ def dumps(value: Any) -> bytes:
 
 
 def loads(data: bytes | str) -> Any:
-    """Parse JSON; ``ValueError`` (with the reason) when it is not JSON."""
+    """Parse JSON; ``ValueError`` (with the reason) when it is not JSON, or its text is not Unicode."""
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError:
-        return json.loads(data)  # a valid document orjson cannot hold (e.g. a huge integer), or the real error
+        value = json.loads(data)  # a valid document orjson cannot hold (e.g. a huge integer), or the real error
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        # An escaped lone surrogate ("\ud800") is JSON syntax but no text: nothing could store or send it on.
+        raise ValueError("text that is not valid Unicode (a lone surrogate escape)") from None
+    return value
