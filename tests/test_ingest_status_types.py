@@ -10,6 +10,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from globalhub.manager.ingest.pipeline import ingest_batch
@@ -207,6 +209,25 @@ def test_a_compliance_state_in_frames_is_applied_once_every_frame_arrived_even_a
     ingest_batch(records[half:], topic_prefix=PREFIX)
     assert len(compliance_rows(topic.hub)) == 600
     assert not CompleteFrame.objects.filter(hub_id=topic.hub).exists()
+
+
+def test_frames_of_a_set_whole_within_one_batch_are_never_stored(topic: Topic) -> None:
+    entries = [compliance_entry(str(uuid.uuid4()), [f"c{i}-{j}" for j in range(20)]) for i in range(30)]
+    records = framed_compliance(topic, entries, "0.1", limit=2048)
+    assert len(records) > 4
+    with CaptureQueriesContext(connection) as queries:
+        ingest_batch(records, topic_prefix=PREFIX)
+
+    assert len(compliance_rows(topic.hub)) == 600
+    table = CompleteFrame._meta.db_table
+    assert not [q for q in queries.captured_queries if q["sql"].startswith(f'INSERT INTO "{table}"')]
+
+
+def test_frames_still_waiting_at_the_end_of_a_batch_are_stored(topic: Topic) -> None:
+    entries = [compliance_entry(str(uuid.uuid4()), [f"c{i}-{j}" for j in range(20)]) for i in range(30)]
+    records = framed_compliance(topic, entries, "0.1", limit=2048)
+    ingest_batch(records[:2], topic_prefix=PREFIX)
+    assert sorted(CompleteFrame.objects.filter(hub_id=topic.hub).values_list("seq", flat=True)) == [0, 1]
 
 
 def test_a_compliance_state_with_a_missing_frame_is_not_applied(topic: Topic) -> None:

@@ -3,15 +3,15 @@
 A complete bundle is parsed when it arrives (a bad shape is a dead letter right away) and *offered* to the batch;
 the batch keeps only the newest admitted state per (hub, type) and applies it at the end (conflation: a backlog of
 ten compliance bundles costs one write). A state too large for one message comes in frames (see
-``docs/protocol.md``); the frames wait in ``CompleteFrame`` until the set is whole, and a set with a missing frame
-is never applied.
+``docs/protocol.md``); the frames wait (in memory for the batch, then in ``CompleteFrame``) until the set is
+whole, and a set with a missing frame is never applied.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -20,12 +20,12 @@ from django.db.models import F, Value
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
-from globalhub.manager.ingest.bulk import copy_into, stage_table
+from globalhub.manager.ingest.bulk import copy_into, copy_text, stage_table
 from globalhub.manager.ingest.records import Rejected, StatusEvent
 from globalhub.manager.ingest.versions import VersionBook
 from globalhub.manager.models import CompleteFrame, Compliance, Hub, HubInfo, LocalCompliance
 from globalhub.protocol import jsonutil
-from globalhub.protocol.bundles import FrameKind
+from globalhub.protocol.bundles import FrameInfo, FrameKind
 from globalhub.protocol.events import EXT_DEPENDENCY_VERSION, EventType
 from globalhub.protocol.objects import as_uuid, canonical_uuid
 from globalhub.protocol.version import Version, VersionError
@@ -54,7 +54,41 @@ class Incomplete(Exception):
     """A framed state whose frames did not all arrive; the message is the reason."""
 
 
-def assemble(event: StatusEvent) -> list[Any] | None:
+FrameSet = tuple[str, str, str]  # hub, event type, resync id
+
+
+@dataclass
+class FrameBuffer:
+    """Frames of complete states received in this transaction, by set and sequence number.
+
+    A set that completes within the batch never touches ``CompleteFrame``; :meth:`flush` stores what is still
+    waiting for its other frames when the batch ends (same transaction, so nothing is lost either way).
+    """
+
+    sets: dict[FrameSet, dict[int, StatusEvent]] = field(default_factory=dict)
+
+    def add(self, event: StatusEvent, frame: FrameInfo) -> None:
+        self.sets.setdefault((event.hub, event.type, frame.resync_id), {}).setdefault(frame.seq, event)
+
+    def take(self, hub: str, event_type: str) -> dict[FrameSet, dict[int, StatusEvent]]:
+        """Remove and return every set of (hub, type)."""
+        taken = {key: frames for key, frames in self.sets.items() if key[:2] == (hub, event_type)}
+        for key in taken:
+            del self.sets[key]
+        return taken
+
+    def flush(self) -> int:
+        waiting = [
+            CompleteFrame(hub_id=hub, event_type=event_type, resync_id=resync_id, seq=seq, payload=event.data)
+            for (hub, event_type, resync_id), frames in self.sets.items()
+            for seq, event in frames.items()
+        ]
+        self.sets.clear()
+        CompleteFrame.objects.bulk_create(waiting, ignore_conflicts=True)  # a frame stored before is kept
+        return len(waiting)
+
+
+def assemble(event: StatusEvent, buffer: FrameBuffer) -> list[Any] | None:
     """The whole payload of a framed state when ``event`` completes it; None while frames are still coming."""
     frame = event.frame
     assert frame is not None
@@ -62,28 +96,27 @@ def assemble(event: StatusEvent) -> list[Any] | None:
         raise Rejected("a frame of a complete type must be a JSON array", hub=event.hub, event_type=event.type)
     if frame.kind is FrameKind.COMPLETE and frame.seq == 0:
         return _counted(event, list(event.parsed))
-    CompleteFrame.objects.bulk_create(
-        [
-            CompleteFrame(
-                hub_id=event.hub, event_type=event.type, resync_id=frame.resync_id, seq=frame.seq, payload=event.data
-            )
-        ],
-        ignore_conflicts=True,
-    )
+    buffer.add(event, frame)
     if frame.kind is not FrameKind.COMPLETE:
         return None
-    stored = CompleteFrame.objects.filter(hub_id=event.hub, event_type=event.type, resync_id=frame.resync_id)
-    rows = list(stored.order_by("seq").values_list("seq", "payload"))
-    CompleteFrame.objects.filter(hub_id=event.hub, event_type=event.type).delete()  # this set and abandoned ones
-    seqs = [seq for seq, _ in rows]
+    # This set and abandoned ones of (hub, type) go: from earlier batches (stored) and from this one (buffered).
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"DELETE FROM {CompleteFrame._meta.db_table} WHERE hub_id = %s AND event_type = %s "
+            "RETURNING resync_id, seq, payload",
+            [event.hub, event.type.value],
+        )
+        stored = {seq: bytes(payload) for resync_id, seq, payload in cursor.fetchall() if resync_id == frame.resync_id}
+    buffered = buffer.take(event.hub, event.type).get((event.hub, event.type, frame.resync_id), {})
+    seqs = sorted(stored.keys() | buffered.keys())
     if seqs != list(range(frame.total or 0)):
         missing = sorted(set(range(frame.total or 0)) - set(seqs))
         raise Incomplete(
             f"frames {missing[:10]} of {frame.total} missing from {event.type.short} state {frame.resync_id}"
         )
     entries: list[Any] = []
-    for _, payload in rows:
-        entries.extend(jsonutil.loads(bytes(payload)))
+    for seq in seqs:
+        entries.extend(jsonutil.loads(stored[seq]) if seq in stored else buffered[seq].parsed)
     return _counted(event, entries)
 
 
@@ -241,10 +274,14 @@ def apply_compliance(event: StatusEvent, rows: list[ComplianceRow], versions: Ve
 def _copy_new_compliance(table: str, hub: str, rows: list[ComplianceRow], now: datetime) -> None:
     """A hub with no compliance rows yet: its state goes straight in with COPY (the rows are distinct)."""
     columns = "leaf_hub_name, policy_id, cluster_name, compliance, error, updated_at"
-    stamp = now.isoformat()  # formatted once, not once per row
+    head = copy_text(hub) + b"\t"
+    tails = {status: f"\t{status}\tnone\t{now.isoformat()}\n".encode() for status in Compliance.values}
+    data = b"".join(
+        head + policy_id.encode("ascii") + b"\t" + copy_text(cluster) + tails[status]
+        for policy_id, cluster, status in rows
+    )
     with connection.cursor() as cursor, copy_into(cursor, f"COPY {table} ({columns}) FROM STDIN") as copy:
-        for policy_id, cluster, status in rows:
-            copy.write_row((hub, policy_id, cluster, status, "none", stamp))
+        copy.write(data)
 
 
 def _stage_compliance(cursor: Any, rows: list[ComplianceRow]) -> None:

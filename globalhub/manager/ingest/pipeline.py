@@ -21,7 +21,7 @@ from django.db import DatabaseError, DataError, connection, transaction
 from django.utils import timezone
 
 from globalhub.manager.ingest.bulk import FirstSight, Meanwhile, first_sight
-from globalhub.manager.ingest.complete import APPLY_ORDER, Incomplete, assemble
+from globalhub.manager.ingest.complete import APPLY_ORDER, FrameBuffer, Incomplete, assemble
 from globalhub.manager.ingest.envelope import open_envelope
 from globalhub.manager.ingest.handlers import COMPLETE_TYPES, HYBRID_TYPES
 from globalhub.manager.ingest.hybrid import HybridWork, apply_hybrid, prepare_hybrid
@@ -62,6 +62,7 @@ class _Batch:
     observed: dict[tuple[str, str], Observation] = field(default_factory=dict)
     heartbeats: dict[str, datetime] = field(default_factory=dict)
     first_sights: dict[tuple[str, EventType], FirstSight | None] = field(default_factory=dict)
+    frames: FrameBuffer = field(default_factory=FrameBuffer)
 
     def first_sight(self, event: StatusEvent) -> FirstSight | None:
         slot = (event.hub, event.type)
@@ -92,6 +93,7 @@ def ingest_batch(records: Sequence[Record], *, topic_prefix: str) -> BatchStats:
         for opened in ahead:
             _ingest_one(opened, batch, ahead.prepare_next)
         _apply_complete_states(batch)
+        batch.frames.flush()
         batch.versions.save()
         save_observations(batch.observed)
         _hub_lifecycle(batch)
@@ -234,7 +236,7 @@ def _offer_complete(event: StatusEvent, batch: _Batch) -> None:
     kind = COMPLETE_TYPES[event.type]
     with transaction.atomic():
         try:
-            data = assemble(event) if event.frame is not None and kind.framed else event.parsed
+            data = assemble(event, batch.frames) if event.frame is not None and kind.framed else event.parsed
         except Incomplete as incomplete:
             problem = str(incomplete)  # raised below, once the discarded frames' deletion is kept
         else:
