@@ -310,3 +310,10 @@ def test_a_bundle_of_the_wrong_shape_is_a_dead_letter_and_changes_nothing(
     assert not HubInfo.objects.filter(hub_id=topic.hub).exists()
     assert not LocalCompliance.objects.filter(hub_id=topic.hub).exists()
     assert Hub.objects.get(name=topic.hub).last_heartbeat is None
+
+
+def test_compliance_cluster_names_copy_must_escape_arrive_exactly(topic: Topic) -> None:
+    p1 = str(uuid.uuid4())
+    names = ["tab\tname", "back\\slash", "new\nline", "cr\rname", "\\N", "plain"]
+    ingest_batch([topic.record(EventType.LOCAL_COMPLIANCE, [compliance_entry(p1, names)], "0.1")], topic_prefix=PREFIX)
+    assert compliance_rows(topic.hub) == {(p1, name): "compliant" for name in names}

@@ -10,7 +10,7 @@ whole, and a set with a missing frame is never applied.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -274,14 +274,20 @@ def apply_compliance(event: StatusEvent, rows: list[ComplianceRow], versions: Ve
 def _copy_new_compliance(table: str, hub: str, rows: list[ComplianceRow], now: datetime) -> None:
     """A hub with no compliance rows yet: its state goes straight in with COPY (the rows are distinct)."""
     columns = "leaf_hub_name, policy_id, cluster_name, compliance, error, updated_at"
-    head = copy_text(hub) + b"\t"
-    tails = {status: f"\t{status}\tnone\t{now.isoformat()}\n".encode() for status in Compliance.values}
-    data = b"".join(
-        head + policy_id.encode("ascii") + b"\t" + copy_text(cluster) + tails[status]
-        for policy_id, cluster, status in rows
-    )
+    head = copy_text(hub).decode()
+    tails = {status: f"\t{status}\tnone\t{now.isoformat()}\n" for status in Compliance.values}
+    if _needs_copy_escape(cluster for _, cluster, _ in rows):
+        lines = [f"{head}\t{policy_id}\t{copy_text(c).decode()}{tails[status]}" for policy_id, c, status in rows]
+    else:  # the usual case: one formatted string per row, encoded once
+        lines = [f"{head}\t{policy_id}\t{cluster}{tails[status]}" for policy_id, cluster, status in rows]
+    data = "".join(lines).encode("utf-8")
     with connection.cursor() as cursor, copy_into(cursor, f"COPY {table} ({columns}) FROM STDIN") as copy:
         copy.write(data)
+
+
+def _needs_copy_escape(values: Iterable[str]) -> bool:
+    text = "".join(values)
+    return any(char in text for char in "\\\t\n\r")
 
 
 def _stage_compliance(cursor: Any, rows: list[ComplianceRow]) -> None:
