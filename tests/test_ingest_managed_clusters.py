@@ -417,3 +417,24 @@ def test_text_that_copy_must_escape_arrives_exactly(known: bool) -> None:
     row = ManagedCluster.objects.get(hub_id="hub-v", cluster_id=cluster_claim_id(obj) or "")
     assert row.payload == odd and row.cluster_name == "c\t\\N\n1"
     assert row.payload_digest is not None and bytes(row.payload_digest) == bulk.payload_digest(dumps(odd))
+
+
+def test_a_frame_the_database_refuses_leaves_its_resync_incomplete_even_within_one_batch() -> None:
+    objects = clusters("hub-w", 60)
+    first = resync_records("hub-w", objects)
+    ingest_batch(first, topic_prefix=PREFIX)
+    kept = objects[:50]
+    poisoned = dict(kept[20], metadata={**kept[20]["metadata"], "labels": {"nul": "\u0000"}})
+    second = resync_records(
+        "hub-w", [*kept[:20], poisoned, *kept[21:]], start_offset=100, version="2.1", limit=8 * 1024
+    )
+    assert len(second) >= 6
+    stats = ingest_batch(second, topic_prefix=PREFIX)  # one batch: the frames share what the batch remembers
+
+    reasons = sorted(DeadLetter.objects.filter(topic=PREFIX + "hub-w").values_list("reason", flat=True))
+    assert reasons[0].startswith("database rejected the data")
+    assert reasons[1:] and all(r.startswith("truncated resync: frames 10..10 missing") for r in reasons[1:])
+    assert stats.dead_letters == len(reasons)
+    progress = ResyncProgress.objects.get(hub_id="hub-w", event_type=EventType.MANAGED_CLUSTER)
+    assert progress.outcome == ResyncProgress.Outcome.INCOMPLETE
+    assert live_ids("hub-w") == {cluster_claim_id(o) for o in objects}  # an incomplete resync deletes nothing

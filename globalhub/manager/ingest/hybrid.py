@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -52,6 +52,37 @@ class HybridResult:
     swept: int = 0
     incomplete_reason: str = ""
     full_state: int | None = None  # a complete listing was applied: how many objects it listed
+    progress: ResyncProgress | None = None  # the (hub, type) resync bookkeeping as this record left it
+    marks: list[tuple[str, list[str]]] = field(default_factory=list)  # (resync mark, ids given it), in order
+
+
+@dataclass
+class SlotMemory:
+    """What one batch's transaction knows of a (hub, hybrid type) without asking the database again.
+
+    The pipeline calls :meth:`keep` once a record's savepoint is released and :meth:`forget` when it was rolled
+    back, so the memory only ever holds what the database holds (this transaction has locked those rows).
+    """
+
+    seen: bulk.FirstSight | None = None  # the hub had no rows of the type when the batch began
+    progress: ResyncProgress | None = None  # the locked ResyncProgress row, once read or written
+    mark: str = ""
+    marked: set[str] = field(default_factory=set)  # ids whose rows carry resync mark ``mark``
+
+    def keep(self, result: HybridResult) -> None:
+        if result.progress is not None:
+            self.progress = result.progress
+        for mark, ids in result.marks:
+            if mark != self.mark:
+                self.mark, self.marked = mark, set()
+            self.marked.update(ids)
+
+    def forget(self) -> None:
+        self.progress = None
+        self.mark, self.marked = "", set()
+
+    def marked_with(self, mark: str) -> set[str]:
+        return self.marked if mark == self.mark else set()
 
 
 @dataclass(frozen=True)
@@ -82,30 +113,34 @@ def apply_hybrid(
     kind: HybridType,
     event: StatusEvent,
     work: HybridWork,
+    memory: SlotMemory | None = None,
     meanwhile: bulk.Meanwhile | None = None,
-    seen: bulk.FirstSight | None = None,
 ) -> HybridResult:
     """Apply one admitted, prepared hybrid bundle; ``meanwhile`` runs while the database takes in its rows.
 
-    ``seen``: the hub had no rows of this type when the transaction began (see :class:`bulk.FirstSight`).
+    ``memory``: what the batch already knows of this (hub, type); see :class:`SlotMemory`.
     """
+    memory = memory or SlotMemory()
     bundle = work.bundle
     now = timezone.now()
     result = HybridResult()
     frame = event.frame
-    progress = _resync_progress(event, frame, now, result) if frame else None
+    progress = _resync_progress(event, frame, now, result, memory) if frame else None
     if frame is not None and progress is None:
         return result  # a frame of a resync already applied (redelivered): nothing to do twice
     mark = progress.resync_id if progress is not None and progress.outcome == ResyncProgress.Outcome.RECEIVING else ""
     if mark == "":
-        mark = _receiving_mark(event)
+        mark = _receiving_mark(event, memory)
     result.skipped_objects = work.skipped
-    result.upserted = bulk.upsert_objects(kind.table, event.hub, work.rows, now, mark, meanwhile, seen)
+    result.upserted = bulk.upsert_objects(kind.table, event.hub, work.rows, now, mark, meanwhile, memory.seen)
+    if mark:
+        result.marks.append((mark, [row.object_id for row in work.rows]))
     result.deleted = _apply_deletes(kind, event.hub, bundle, now)
     if bundle.resync_metadata is not None:
-        _apply_listing(kind, event, bundle.resync_metadata, frame, progress, now, result)
+        _apply_listing(kind, event, bundle.resync_metadata, frame, progress, now, result, memory)
     if progress is not None:
         progress.save()
+        result.progress = progress
     if work.skipped:
         log.warning(
             "hub=%s type=%s version=%s skipped %d objects without a usable id",
@@ -141,8 +176,11 @@ def _apply_deletes(kind: HybridType, hub: str, bundle: GenericBundle, now: datet
     return bulk.soft_delete_ids(kind.table, hub, ids, now) + bulk.soft_delete_names(kind.table, hub, names, now)
 
 
-def _receiving_mark(event: StatusEvent) -> str:
+def _receiving_mark(event: StatusEvent, memory: SlotMemory) -> str:
     """A delta that arrives while a resync is being received is newer than that resync's listing: mark it too."""
+    if memory.progress is not None:
+        receiving = memory.progress.outcome == ResyncProgress.Outcome.RECEIVING
+        return memory.progress.resync_id if receiving else ""
     progress = (
         ResyncProgress.objects.filter(hub_id=event.hub, event_type=event.type, outcome=ResyncProgress.Outcome.RECEIVING)
         .values_list("resync_id", flat=True)
@@ -152,10 +190,12 @@ def _receiving_mark(event: StatusEvent) -> str:
 
 
 def _resync_progress(
-    event: StatusEvent, frame: FrameInfo, now: datetime, result: HybridResult
+    event: StatusEvent, frame: FrameInfo, now: datetime, result: HybridResult, memory: SlotMemory
 ) -> ResyncProgress | None:
     """Advance the (hub, type) resync bookkeeping for one frame; None when the frame was already applied."""
-    progress = ResyncProgress.objects.select_for_update().filter(hub_id=event.hub, event_type=event.type).first()
+    progress = memory.progress or (
+        ResyncProgress.objects.select_for_update().filter(hub_id=event.hub, event_type=event.type).first()
+    )
     if frame.kind is FrameKind.BEGIN:
         if progress is not None and progress.resync_id == frame.resync_id:
             return None
@@ -212,6 +252,7 @@ def _apply_listing(
     progress: ResyncProgress | None,
     now: datetime,
     result: HybridResult,
+    memory: SlotMemory,
 ) -> None:
     ids = [object_id for object_id in (canonical_uuid(entry.id) for entry in listing) if object_id is not None]
     if frame is None or progress is None:
@@ -220,11 +261,14 @@ def _apply_listing(
         if ids:
             mark = f"u{event.event_id}"[:64]
             bulk.mark_listed(kind.table, event.hub, ids, mark)
+            result.marks.append((mark, ids))
             result.swept = bulk.sweep_unlisted(kind.table, event.hub, mark, now)
             result.full_state = len(ids)
         return
     if progress.outcome == ResyncProgress.Outcome.RECEIVING:
-        bulk.mark_listed(kind.table, event.hub, ids, progress.resync_id)
+        known = memory.marked_with(progress.resync_id)  # written by this resync's earlier frames: marked already
+        bulk.mark_listed(kind.table, event.hub, [i for i in ids if i not in known], progress.resync_id)
+        result.marks.append((progress.resync_id, ids))
     progress.listed += len(listing)
     if frame.kind is FrameKind.COMPLETE:
         _finish(kind, event, frame, progress, now, result)

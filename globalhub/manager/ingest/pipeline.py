@@ -20,11 +20,11 @@ from typing import Any
 from django.db import DatabaseError, DataError, connection, transaction
 from django.utils import timezone
 
-from globalhub.manager.ingest.bulk import FirstSight, Meanwhile, first_sight
+from globalhub.manager.ingest.bulk import Meanwhile, first_sight
 from globalhub.manager.ingest.complete import APPLY_ORDER, FrameBuffer, Incomplete, assemble
 from globalhub.manager.ingest.envelope import open_envelope
 from globalhub.manager.ingest.handlers import COMPLETE_TYPES, HYBRID_TYPES
-from globalhub.manager.ingest.hybrid import HybridWork, apply_hybrid, prepare_hybrid
+from globalhub.manager.ingest.hybrid import HybridWork, SlotMemory, apply_hybrid, prepare_hybrid
 from globalhub.manager.ingest.observations import Observation, save_observations
 from globalhub.manager.ingest.records import Record, Rejected, StatusEvent
 from globalhub.manager.ingest.versions import VersionBook
@@ -61,14 +61,14 @@ class _Batch:
     pending: dict[tuple[str, EventType], tuple[StatusEvent, Any]] = field(default_factory=dict)
     observed: dict[tuple[str, str], Observation] = field(default_factory=dict)
     heartbeats: dict[str, datetime] = field(default_factory=dict)
-    first_sights: dict[tuple[str, EventType], FirstSight | None] = field(default_factory=dict)
+    slots: dict[tuple[str, EventType], SlotMemory] = field(default_factory=dict)
     frames: FrameBuffer = field(default_factory=FrameBuffer)
 
-    def first_sight(self, event: StatusEvent) -> FirstSight | None:
+    def memory(self, event: StatusEvent) -> SlotMemory:
         slot = (event.hub, event.type)
-        if slot not in self.first_sights:
-            self.first_sights[slot] = first_sight(HYBRID_TYPES[event.type].table, event.hub)
-        return self.first_sights[slot]
+        if slot not in self.slots:
+            self.slots[slot] = SlotMemory(seen=first_sight(HYBRID_TYPES[event.type].table, event.hub))
+        return self.slots[slot]
 
     def observe(self, event: StatusEvent, full_state: int | None) -> None:
         seen = self.observed.setdefault((event.hub, event.type.value), Observation(str(event.version)))
@@ -219,8 +219,14 @@ def _apply_hybrid(opened: _Opened, event: StatusEvent, batch: _Batch, meanwhile:
     if opened.bad_payload is not None:
         raise opened.bad_payload
     assert opened.work is not None
-    with transaction.atomic():  # a savepoint: a rejected record leaves no partial effect
-        result = apply_hybrid(HYBRID_TYPES[event.type], event, opened.work, meanwhile, batch.first_sight(event))
+    memory = batch.memory(event)
+    try:
+        with transaction.atomic():  # a savepoint: a rejected record leaves no partial effect
+            result = apply_hybrid(HYBRID_TYPES[event.type], event, opened.work, memory, meanwhile)
+    except BaseException:
+        memory.forget()  # the record's changes were rolled back: so is what the memory learnt from them
+        raise
+    memory.keep(result)
     problem = result.incomplete_reason
     batch.versions.processed(event)
     batch.stats.count(event)
