@@ -25,7 +25,8 @@ One run, on the local services (``bin/stack env``), with nothing shared with oth
 6. **naive baseline**: Django ``update_or_create`` per row in autocommit (a transaction per row) for a sample
    (``--naive-clusters`` clusters, ``--naive-compliance`` compliance rows), into empty then full tables,
    extrapolated to all rows; the same sample with one plain ``INSERT ... ON CONFLICT`` + commit per row;
-7. a short report and one JSON line (the last line of stdout). No assertion on timings.
+7. a short report and one JSON line (the last line of stdout). No assertion on timings; the verdicts against the
+   targets use the median of the repeats.
 
 Timings 4 and 5 run ``--repeat`` times (default 2) so the run's noise shows. ``--profile`` adds one untimed,
 cProfiled ingest pass into empty tables and prints where its time goes. Processes are stopped (SIGTERM to their
@@ -54,6 +55,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from statistics import median
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -1193,7 +1195,7 @@ def render(report: Report, f: dict[str, Any]) -> None:
     e2e = f["e2e_seconds"]
     say(
         f"request -> DB consistent: {', '.join(f'{s:.2f}s' for s in e2e)} "
-        f"({verdict(min(e2e) <= TARGET_E2E_SECONDS)} <= {TARGET_E2E_SECONDS:.0f} s)"
+        f"(median {verdict(median(e2e) <= TARGET_E2E_SECONDS)} <= {TARGET_E2E_SECONDS:.0f} s)"
     )
     for i, parts in enumerate(f["e2e_parts"]):
         types = parts["types"]
@@ -1219,20 +1221,25 @@ def render(report: Report, f: dict[str, Any]) -> None:
         f"{f['records_left_out']} other messages left out; {f['ingest_batches']} batch(es) of <= {BATCH}"
     )
     rows = f["rows"]
-    best_empty = max(f["ingest_empty_rows_per_second"])
+    empty_rate = median(f["ingest_empty_rows_per_second"])
+    full_rate = median(f["ingest_full_rows_per_second"])
     say(
         f"ingest_batch into empty tables: {f['ingest_empty_seconds']} s = {f['ingest_empty_rows_per_second']} rows/s "
-        f"({verdict(best_empty >= TARGET_ROWS_PER_SECOND)} >= {TARGET_ROWS_PER_SECOND})"
+        f"(median {empty_rate:.0f}: {verdict(empty_rate >= TARGET_ROWS_PER_SECOND)} >= {TARGET_ROWS_PER_SECOND})"
     )
-    say(f"ingest_batch into full tables:  {f['ingest_full_seconds']} s = {f['ingest_full_rows_per_second']} rows/s")
+    say(
+        f"ingest_batch into full tables:  {f['ingest_full_seconds']} s = {f['ingest_full_rows_per_second']} rows/s "
+        f"(median {full_rate:.0f}: {verdict(full_rate >= TARGET_ROWS_PER_SECOND)} >= {TARGET_ROWS_PER_SECOND})"
+    )
     say(
         f"plain COPY into empty tables:   {f['copy_empty_seconds']} s "
         f"({rows / min(f['copy_empty_seconds']):.0f} rows/s);"
         f" staged COPY + upsert into full tables: {f['staged_upsert_full_seconds']} s"
     )
+    ratio = median(f["ratio_empty_ingest_to_copy"])
     say(
         f"ratios: ingest(empty)/COPY {f['ratio_empty_ingest_to_copy']} "
-        f"({verdict(min(f['ratio_empty_ingest_to_copy']) <= TARGET_COPY_RATIO)} <= {TARGET_COPY_RATIO:.0f}x); "
+        f"(median {ratio}: {verdict(ratio <= TARGET_COPY_RATIO)} <= {TARGET_COPY_RATIO:.0f}x); "
         f"ingest(full)/COPY {f['ratio_full_ingest_to_copy']}; ingest(full)/staged upsert "
         f"{f['ratio_full_ingest_to_staged_upsert']}"
     )
