@@ -233,6 +233,16 @@ def test_positions_are_stored_after_the_last_record_and_redelivery_has_no_effect
             "payload is not valid JSON",
         ),
         (
+            "payload nested too deeply",
+            lambda hub: _parts(status_message(hub, EventType.MANAGED_CLUSTER, b"[" * 50_000 + b"]" * 50_000)),
+            "payload is not valid JSON: JSON nested too deeply",
+        ),
+        (
+            "text that is not unicode",
+            lambda hub: _parts(status_message(hub, EventType.MANAGED_CLUSTER, b'{"update": [{"a": "\\udc00"}]}')),
+            "not valid Unicode",
+        ),
+        (
             "source of another hub",
             lambda hub: _parts(status_message("someone-else", EventType.MANAGED_CLUSTER, {"update": []})),
             "a hub may only report about itself",

@@ -28,7 +28,10 @@ def loads(data: bytes | str) -> Any:
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError:
-        value = json.loads(data)  # a valid document orjson cannot hold (e.g. a huge integer), or the real error
+        try:
+            value = json.loads(data)  # a valid document orjson cannot hold (e.g. a huge integer), or the real error
+        except RecursionError:
+            raise ValueError("JSON nested too deeply") from None  # orjson stops at 1,024 levels, json at the stack
     try:
         json.dumps(value, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
