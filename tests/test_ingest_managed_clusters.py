@@ -238,6 +238,16 @@ def test_positions_are_stored_after_the_last_record_and_redelivery_has_no_effect
             "payload is not valid JSON: JSON nested too deeply",
         ),
         (
+            "an object nested past what JSON can write again",
+            lambda hub: _parts(status_message(hub, EventType.MANAGED_CLUSTER, _deep_cluster_bundle(hub, 300))),
+            "an object cannot be stored: JSON nested deeper than 255 levels",
+        ),
+        (
+            "an object nested past the standard library's stack",
+            lambda hub: _parts(status_message(hub, EventType.MANAGED_CLUSTER, _deep_cluster_bundle(hub, 1000))),
+            "an object cannot be stored",
+        ),
+        (
             "text that is not unicode",
             lambda hub: _parts(status_message(hub, EventType.MANAGED_CLUSTER, b'{"update": [{"a": "\\udc00"}]}')),
             "not valid Unicode",
@@ -274,6 +284,13 @@ def test_bad_input_becomes_a_dead_letter_and_the_partition_goes_on(name: str, bu
     assert stats.dead_letters == 1
     assert len(live_ids(hub)) == 3
     assert ConsumedPosition.objects.get(topic=topic).next_offset == 1 + len(good)
+
+
+def _deep_cluster_bundle(hub: str, depth: int) -> bytes:
+    """An update with one real cluster (it has an id) carrying a field nested ``depth`` levels deep."""
+    (cluster,) = clusters(hub, 1, seed=7)
+    deep = b'{"a":' * depth + b"1" + b"}" * depth
+    return b'{"update":[' + dumps(cluster)[:-1] + b',"deep":' + deep + b"}]}"
 
 
 def _parts(message: Any, drop: str | None = None, type_: str | None = None) -> tuple[bytes, bytes, list[Any]]:
@@ -448,3 +465,32 @@ def test_a_frame_the_database_refuses_leaves_its_resync_incomplete_even_within_o
     progress = ResyncProgress.objects.get(hub_id="hub-w", event_type=EventType.MANAGED_CLUSTER)
     assert progress.outcome == ResyncProgress.Outcome.INCOMPLETE
     assert live_ids("hub-w") == {cluster_claim_id(o) for o in objects}  # an incomplete resync deletes nothing
+
+
+def test_an_unexpected_error_preparing_a_bundle_is_a_dead_letter_not_a_stuck_partition(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Preparing needs no database, so an error there belongs to the record: retrying could not help."""
+    from globalhub.manager.ingest import hybrid
+
+    real_rows = hybrid._rows
+    objects = clusters("hub-x", 3)
+    second = cluster_claim_id(objects[1])
+
+    def rows_failing_on_the_second(kind: Any, bundle_objects: list[dict[str, Any]]) -> Any:
+        if any(cluster_claim_id(o) == second for o in bundle_objects):
+            raise RuntimeError("a bug")
+        return real_rows(kind, bundle_objects)
+
+    monkeypatch.setattr(hybrid, "_rows", rows_failing_on_the_second)
+    topic = PREFIX + "hub-x"
+    records = [
+        record_of(status_message("hub-x", EventType.MANAGED_CLUSTER, {"update": [o]}, f"1.{i}"), topic, i)
+        for i, o in enumerate(objects)
+    ]
+    stats = ingest_batch(records, topic_prefix=PREFIX)
+
+    (letter,) = DeadLetter.objects.filter(topic=topic)
+    assert letter.offset == 1 and letter.reason == "the bundle could not be read: RuntimeError: a bug"
+    assert stats.applied == 2
+    assert live_ids("hub-x") == {cluster_claim_id(objects[0]), cluster_claim_id(objects[2])}

@@ -41,6 +41,12 @@ class Topic:
         self.offset += 1
         return record
 
+    def record_again(self, record: Record) -> Record:
+        """The same message at the next offset (to put records of this topic in another order)."""
+        again = Record(record.topic, record.partition, self.offset, record.key, record.value, record.headers)
+        self.offset += 1
+        return again
+
     def heartbeat(self, version: str, sent: datetime) -> Record:
         message = encode(
             event_type=EventType.HEARTBEAT, source=self.hub, data=b"[]", extensions={EXT_VERSION: version}, time=sent
@@ -123,6 +129,14 @@ def test_local_policies_are_upserted_deleted_and_swept_like_clusters(topic: Topi
     live = set(LocalPolicy.objects.filter(hub_id=topic.hub, deleted_at=None).values_list("policy_name", flat=True))
     assert live == {"p2", "p3"}
     assert LocalPolicy.objects.get(hub_id=topic.hub, policy_name="p0").deleted_at is not None
+
+
+def test_hub_info_nested_past_what_json_can_write_again_is_a_dead_letter(topic: Topic) -> None:
+    info = b'{"clusterId":"' + str(uuid.uuid4()).encode() + b'","deep":' + b"[" * 300 + b"]" * 300 + b"}"
+    stats = ingest_batch([topic.record(EventType.HUB_INFO, info, "0.1")], topic_prefix=PREFIX)
+    (letter,) = DeadLetter.objects.filter(hub_name=topic.hub)
+    assert "hub info cannot be stored" in letter.reason
+    assert stats.dead_letters == 1 and not HubInfo.objects.filter(hub_id=topic.hub).exists()
 
 
 def test_local_compliance_replaces_the_hubs_rows_and_hard_deletes_the_unlisted(topic: Topic) -> None:
@@ -228,6 +242,23 @@ def test_frames_still_waiting_at_the_end_of_a_batch_are_stored(topic: Topic) -> 
     records = framed_compliance(topic, entries, "0.1", limit=2048)
     ingest_batch(records[:2], topic_prefix=PREFIX)
     assert sorted(CompleteFrame.objects.filter(hub_id=topic.hub).values_list("seq", flat=True)) == [0, 1]
+
+
+def test_a_rejected_state_gives_back_the_frames_of_another_set_waiting_in_the_batch(topic: Topic) -> None:
+    bad = [compliance_entry("not-a-uuid", ["x"])] + [
+        compliance_entry(str(uuid.uuid4()), [f"b{i}-{j}" for j in range(20)]) for i in range(20)
+    ]
+    good = [compliance_entry(str(uuid.uuid4()), [f"g{i}-{j}" for j in range(20)]) for i in range(20)]
+    first = framed_compliance(topic, bad, "1.1", limit=2048)  # an agent that restarted in the middle of it
+    second = framed_compliance(topic, good, "1.2", limit=2048)
+    assert len(first) > 2 and len(second) > 2
+    records = [*first[:-1], *second[:-1], first[-1], second[-1]]
+    stats = ingest_batch([topic.record_again(r) for r in records], topic_prefix=PREFIX)
+
+    (letter,) = DeadLetter.objects.filter(hub_name=topic.hub)
+    assert "needs a UUID policyId" in letter.reason
+    assert stats.dead_letters == 1
+    assert len(compliance_rows(topic.hub)) == 400
 
 
 def test_a_compliance_state_with_a_missing_frame_is_not_applied(topic: Topic) -> None:

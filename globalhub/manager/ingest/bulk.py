@@ -16,6 +16,7 @@ from typing import Any
 
 from django.db import IntegrityError, connection, transaction
 from psycopg import Copy
+from psycopg.copy import LibpqWriter
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,11 @@ def copy_into(cursor: Any, statement: str, meanwhile: Meanwhile | None = None) -
     client works on, and the two cores work at once. (psycopg's queued writer did worse: its thread waits for the
     interpreter lock to send each chunk, so the server got the data only as fast as the client's work let go.)
     """
-    with connection.wrap_database_errors, cursor.cursor.copy(statement) as copy:
+    raw = cursor.cursor
+    # With work to overlap, every block is flushed to the socket as it is written, so none waits in libpq's buffer
+    # while ``meanwhile`` runs (psycopg otherwise flushes once a megabyte has been written).
+    writer = LibpqWriter(raw, flush_threshold=0) if meanwhile is not None else None
+    with connection.wrap_database_errors, raw.copy(statement, writer=writer) as copy:
         yield copy
         if meanwhile is not None:
             meanwhile()
@@ -132,7 +137,9 @@ def upsert_objects(
 ) -> int:
     """Make ``rows`` the hub's live objects, clearing ``deleted_at``; a non-empty ``mark`` sets ``resync_mark``.
 
-    Most of a full resync is objects the manager already has, unchanged: those are only marked. Objects the hub
+    Most of a full resync is objects the manager already has, unchanged: those are only marked. (Should the hub be
+    made inactive by the probe between the look-up and the marking, its rows stay soft-deleted: as if this batch
+    had come first; the resync that follows its reactivation brings them back.) Objects the hub
     never reported go straight in with COPY; the rest (changed, or soft-deleted) are staged and upserted. Only
     one transaction writes a hub's objects of one type at a time (the partition's advisory lock), so what is
     read first stays true; should anything else have inserted an object in between, the upsert takes it.
@@ -157,7 +164,7 @@ def upsert_objects(
         mark_listed(spec, hub, unchanged, mark)
     if meanwhile is not None:
         meanwhile()  # if no COPY ran it
-    return len(new) + len(changed)
+    return len(latest) - len(unchanged)
 
 
 def _to_look_up(latest: dict[str, ObjectRow], seen: FirstSight | None) -> list[str]:

@@ -70,6 +70,9 @@ class FrameBuffer:
     def add(self, event: StatusEvent, frame: FrameInfo) -> None:
         self.sets.setdefault((event.hub, event.type, frame.resync_id), {}).setdefault(frame.seq, event)
 
+    def copy(self) -> FrameBuffer:
+        return FrameBuffer({key: dict(frames) for key, frames in self.sets.items()})
+
     def take(self, hub: str, event_type: str) -> dict[FrameSet, dict[int, StatusEvent]]:
         """Remove and return every set of (hub, type)."""
         taken = {key: frames for key, frames in self.sets.items() if key[:2] == (hub, event_type)}
@@ -116,7 +119,12 @@ def assemble(event: StatusEvent, buffer: FrameBuffer) -> list[Any] | None:
         )
     entries: list[Any] = []
     for seq in seqs:
-        entries.extend(jsonutil.loads(stored[seq]) if seq in stored else buffered[seq].parsed)
+        try:
+            entries.extend(jsonutil.loads(stored[seq]) if seq in stored else buffered[seq].parsed)
+        except ValueError as error:  # stored by an older manager that accepted more than this one
+            raise Incomplete(
+                f"frame {seq} of {event.type.short} state {frame.resync_id} is unusable: {error}"
+            ) from None
     return _counted(event, entries)
 
 
@@ -159,6 +167,10 @@ def parse_hub_info(data: Any, event: StatusEvent) -> dict[str, Any]:
             raise Rejected(f"hub info {name} must be a string", hub=event.hub, event_type=event.type)
     if data.get("clusterId") and as_uuid(data["clusterId"]) is None:
         raise Rejected("hub info clusterId must be a UUID", hub=event.hub, event_type=event.type)
+    try:
+        jsonutil.dumps(data)  # it is stored as JSON: it must be writable again
+    except ValueError as error:
+        raise Rejected(f"hub info cannot be stored: {error}", hub=event.hub, event_type=event.type) from None
     return data
 
 

@@ -103,7 +103,10 @@ def prepare_hybrid(kind: HybridType, event: StatusEvent) -> HybridWork:
         bundle = parse_generic_bundle(event.parsed)
     except BundleError as error:
         raise Rejected(f"bad bundle shape: {error}", hub=event.hub, event_type=event.type) from None
-    rows, skipped = _rows(kind, bundle.update + bundle.resync)
+    try:
+        rows, skipped = _rows(kind, bundle.update + bundle.resync)
+    except ValueError as error:  # an object JSON cannot hold again (nested too deeply)
+        raise Rejected(f"an object cannot be stored: {error}", hub=event.hub, event_type=event.type) from None
     bundle.update.clear()  # the objects live on as rows; their parsed form is no longer needed
     bundle.resync.clear()
     return HybridWork(bundle, rows, skipped)

@@ -21,7 +21,7 @@ from django.db import DatabaseError, DataError, connection, transaction
 from django.utils import timezone
 
 from globalhub.manager.ingest.bulk import Meanwhile, first_sight
-from globalhub.manager.ingest.complete import APPLY_ORDER, FrameBuffer, Incomplete, assemble
+from globalhub.manager.ingest.complete import APPLY_ORDER, CompleteKind, FrameBuffer, Incomplete, assemble
 from globalhub.manager.ingest.envelope import open_envelope
 from globalhub.manager.ingest.handlers import COMPLETE_TYPES, HYBRID_TYPES
 from globalhub.manager.ingest.hybrid import HybridWork, SlotMemory, apply_hybrid, prepare_hybrid
@@ -160,6 +160,12 @@ def _open(record: Record, topic_prefix: str) -> _Opened:
         work = prepare_hybrid(kind, event)
     except Rejected as rejected:
         return _Opened(record, event, bad_payload=rejected)
+    except Exception as error:  # pure work on untrusted data: retrying cannot help, the record is bad
+        log.exception(
+            "hub=%s type=%s offset=%s: preparing the bundle failed", event.hub, event.type.short, record.offset
+        )
+        reason = f"the bundle could not be read: {type(error).__name__}: {error}"
+        return _Opened(record, event, bad_payload=Rejected(reason, hub=event.hub, event_type=event.type))
     event.parsed = None  # the rows carry it now
     return _Opened(record, event, work)
 
@@ -240,19 +246,17 @@ def _apply_hybrid(opened: _Opened, event: StatusEvent, batch: _Batch, meanwhile:
 def _offer_complete(event: StatusEvent, batch: _Batch) -> None:
     """Parse a complete state (assembling frames) and keep it if it is the newest admitted one of its slot."""
     kind = COMPLETE_TYPES[event.type]
-    with transaction.atomic():
-        try:
-            data = assemble(event, batch.frames) if event.frame is not None and kind.framed else event.parsed
-        except Incomplete as incomplete:
-            problem = str(incomplete)  # raised below, once the discarded frames' deletion is kept
-        else:
-            problem = ""
-            if data is None:
-                batch.stats.staged_frames += 1
-                return
-            state = kind.parse(data, event)
+    waiting = batch.frames.copy()  # assembly takes frames from the buffer: given back if the savepoint rolls back
+    try:
+        data, problem, state = _assemble_and_parse(event, kind, batch)
+    except BaseException:
+        batch.frames = waiting
+        raise
     if problem:
         raise Rejected(f"truncated state: {problem}", hub=event.hub, event_type=event.type)
+    if data is None:
+        batch.stats.staged_frames += 1
+        return
     if not batch.versions.admits(event):
         _superseded(event, batch)
         return
@@ -261,6 +265,20 @@ def _offer_complete(event: StatusEvent, batch: _Batch) -> None:
         batch.stats.superseded += 1  # conflation: a newer complete state of the same slot replaces it
     batch.pending[slot] = (event, state)
     batch.versions.processed(event)
+
+
+def _assemble_and_parse(event: StatusEvent, kind: CompleteKind, batch: _Batch) -> tuple[Any, str, Any]:
+    """(data, "", state) once the state is whole; (None, "", None) while its frames are still coming; (None, why,
+    None) when the set is truncated (the removal of its frames is kept). Raises :class:`Rejected` for a bad shape.
+    """
+    with transaction.atomic():
+        try:
+            data = assemble(event, batch.frames) if event.frame is not None and kind.framed else event.parsed
+        except Incomplete as incomplete:
+            return None, str(incomplete), None
+        if data is None:
+            return None, "", None
+        return data, "", kind.parse(data, event)
 
 
 def _apply_complete_states(batch: _Batch) -> None:
