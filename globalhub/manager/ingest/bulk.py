@@ -77,14 +77,17 @@ def stage_table(cursor: Any, name: str, columns: str, uncompressed: str | None =
 
 @dataclass(frozen=True, slots=True)
 class ObjectRow:
+    """One object, ready for COPY: made while the bundle is prepared, which overlaps the previous bundle's COPY."""
+
     object_id: str  # canonical UUID text
-    name: str
-    payload: bytes  # the object as compact JSON
     digest: bytes  # of the payload: equal digests, equal objects
+    fields: bytes  # id, name, payload and digest in COPY's text format, tab-separated
 
     @classmethod
     def of(cls, object_id: str, name: str, payload: bytes) -> ObjectRow:
-        return cls(object_id, name, payload, payload_digest(payload))
+        digest = payload_digest(payload)
+        fields = (object_id.encode("ascii"), copy_text(name), copy_text(payload), _bytea_text(digest))
+        return cls(object_id, digest, b"\t".join(fields))
 
 
 def payload_digest(payload: bytes) -> bytes:
@@ -205,17 +208,11 @@ def _insert_new(
     tail = b"\t".join((b"none", now.isoformat().encode(), now.isoformat().encode(), b"\\N", copy_text(mark))) + b"\n"
     try:
         with transaction.atomic(), copy_into(cursor, f"COPY {spec.table} ({columns}) FROM STDIN", meanwhile) as copy:
-            copy.write(b"".join(head + _object_line(row) + b"\t" + tail for row in rows))
+            copy.write(b"".join(head + row.fields + b"\t" + tail for row in rows))
     except IntegrityError:
         log.warning("hub=%s %s: an object was inserted by someone else meanwhile; upserting instead", hub, spec.table)
         return False
     return True
-
-
-def _object_line(row: ObjectRow) -> bytes:
-    """id, name, payload, digest: one object's part of a COPY line."""
-    fields = (row.object_id.encode("ascii"), copy_text(row.name), copy_text(row.payload), _bytea_text(row.digest))
-    return b"\t".join(fields)
 
 
 def _upsert_staged(
@@ -233,7 +230,7 @@ def _upsert_staged(
     with copy_into(
         cursor, f"COPY {spec.stage} (object_id, name, payload, payload_digest) FROM STDIN", meanwhile
     ) as copy:
-        copy.write(b"".join(_object_line(row) + b"\n" for row in rows))
+        copy.write(b"".join(row.fields + b"\n" for row in rows))
     cursor.execute(
         f"""
         INSERT INTO {spec.table} AS t ({spec.hub_column}, {spec.id_column}, {spec.name_column}, {_OBJECT_COLUMNS})
