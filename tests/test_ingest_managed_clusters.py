@@ -253,6 +253,30 @@ def test_positions_are_stored_after_the_last_record_and_redelivery_has_no_effect
             "not valid Unicode",
         ),
         (
+            "no extversion, and a NUL in another header (kept in the dead letter's headers)",
+            lambda hub: _parts(
+                status_message(hub, EventType.MANAGED_CLUSTER, {"update": []}),
+                drop="ce_extversion",
+                set_={"ce_id": "a\x00b"},
+            ),
+            "missing extversion",
+        ),
+        (
+            "an unknown type, long and with NUL characters",
+            lambda hub: _parts(status_message(hub, EventType.MANAGED_CLUSTER, {}), type_="t\x00" * 200),
+            "unknown event type 't\\x00t\\x00",
+        ),
+        (
+            "an extversion with more digits than Python parses",
+            lambda hub: _parts(status_message(hub, EventType.MANAGED_CLUSTER, {}, version="1." + "9" * 5000)),
+            "overflows an unsigned 64-bit integer",
+        ),
+        (
+            "an extversion of a thousand four-byte characters (the reason's index entry stays small)",
+            lambda hub: _parts(status_message(hub, EventType.MANAGED_CLUSTER, {}, version="\U0001f600" * 1000)),
+            "malformed extversion",
+        ),
+        (
             "source of another hub",
             lambda hub: _parts(status_message("someone-else", EventType.MANAGED_CLUSTER, {"update": []})),
             "a hub may only report about itself",
@@ -293,10 +317,14 @@ def _deep_cluster_bundle(hub: str, depth: int) -> bytes:
     return b'{"update":[' + dumps(cluster)[:-1] + b',"deep":' + deep + b"}]}"
 
 
-def _parts(message: Any, drop: str | None = None, type_: str | None = None) -> tuple[bytes, bytes, list[Any]]:
+def _parts(
+    message: Any, drop: str | None = None, type_: str | None = None, set_: dict[str, str] | None = None
+) -> tuple[bytes, bytes, list[Any]]:
     headers = [(k, v) for k, v in message.headers if k != drop]
+    changes = dict(set_ or {})
     if type_ is not None:
-        headers = [(k, type_.encode() if k == "ce_type" else v) for k, v in headers]
+        changes["ce_type"] = type_
+    headers = [(k, changes[k].encode() if k in changes else v) for k, v in headers]
     return message.key, message.value, headers
 
 

@@ -348,3 +348,21 @@ def test_compliance_cluster_names_copy_must_escape_arrive_exactly(topic: Topic) 
     names = ["tab\tname", "back\\slash", "new\nline", "cr\rname", "\\N", "plain"]
     ingest_batch([topic.record(EventType.LOCAL_COMPLIANCE, [compliance_entry(p1, names)], "0.1")], topic_prefix=PREFIX)
     assert compliance_rows(topic.hub) == {(p1, name): "compliant" for name in names}
+
+
+def test_a_frame_claiming_two_billion_frames_is_told_missing_frames_without_counting_them(topic: Topic) -> None:
+    entries = [compliance_entry(str(uuid.uuid4()), ["a"])]
+    (frame,) = frame_complete([dumps(e) for e in entries])
+    total = 2_000_000_000
+    extensions = {**frame.extensions(), "extframeseq": total - 1, "extframetotal": total}
+    record = topic.record(EventType.LOCAL_COMPLIANCE, frame.payload, "0.1", **extensions)
+    stats = ingest_batch([record], topic_prefix=PREFIX)
+
+    (letter,) = DeadLetter.objects.filter(hub_name=topic.hub)
+    assert letter.reason.startswith("truncated state: frames [0, 1, 2, 3, 4, 5, 6, 7, 8, 9] of 2000000000 missing")
+    assert stats.dead_letters == 1
+
+
+def test_a_heartbeat_from_a_clock_before_2000_is_kept_at_2000(topic: Topic) -> None:
+    ingest_batch([topic.heartbeat("0.0", datetime(1, 1, 2, tzinfo=UTC))], topic_prefix=PREFIX)
+    assert Hub.objects.get(name=topic.hub).last_heartbeat == datetime(2000, 1, 1, tzinfo=UTC)

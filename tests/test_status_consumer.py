@@ -84,3 +84,54 @@ def test_the_consumer_dead_letters_garbage_stops_on_sigterm_and_resumes_from_its
         assert second.stop(timeout=20) == 0, second.log_text()[-3000:]
     assert DeadLetter.objects.filter(topic=topic).count() == 1  # the garbage was not read twice
     assert f"{topic}[0]@{position.next_offset}" in second.log_text()
+
+
+class _Message:
+    """Just enough of a confluent_kafka Message for the consumer's conversion."""
+
+    def __init__(self, timestamp: tuple[int, int | None], headers: object = None) -> None:
+        self._timestamp = timestamp
+        self._headers = headers
+
+    def timestamp(self) -> tuple[int, int | None]:
+        return self._timestamp
+
+    def headers(self) -> object:
+        if isinstance(self._headers, Exception):
+            raise self._headers
+        return self._headers
+
+    def topic(self) -> str:
+        return "gh-status.hub"
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return 7
+
+    def key(self) -> bytes:
+        return b"k"
+
+    def value(self) -> bytes:
+        return b"v"
+
+
+@pytest.mark.parametrize("milliseconds", [2**62, 10**17, -5, None])
+def test_a_producer_timestamp_no_datetime_holds_is_no_timestamp(milliseconds: int | None) -> None:
+    from confluent_kafka import TIMESTAMP_CREATE_TIME
+
+    from globalhub.manager.consumer import _record
+
+    record = _record(_Message((TIMESTAMP_CREATE_TIME, milliseconds)))  # type: ignore[arg-type]
+    assert record.timestamp is None and record.offset == 7
+
+
+def test_headers_the_client_cannot_decode_are_left_out() -> None:
+    from confluent_kafka import TIMESTAMP_CREATE_TIME
+
+    from globalhub.manager.consumer import _record
+
+    broken = _Message((TIMESTAMP_CREATE_TIME, 1), headers=UnicodeDecodeError("utf-8", b"\xff", 0, 1, "bad"))
+    record = _record(broken)  # type: ignore[arg-type]
+    assert record.headers == () and record.value == b"v"

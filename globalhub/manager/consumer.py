@@ -106,17 +106,7 @@ class StatusConsumer:
                 elif error.code() != KafkaError._PARTITION_EOF:
                     log.warning("kafka consumer error: %s", error)
                 continue
-            records.append(
-                Record(
-                    topic=message.topic() or "",
-                    partition=message.partition() or 0,
-                    offset=message.offset() or 0,
-                    key=message.key(),
-                    value=message.value(),
-                    headers=headers_of(message),
-                    timestamp=_timestamp(message),
-                )
-            )
+            records.append(_record(message))
         return records
 
     def _ingest_with_retry(self, records: list[Record]) -> None:
@@ -177,8 +167,31 @@ class StatusConsumer:
                 delay = min(delay * 2, self._options.retry_max)
 
 
+def _record(message: Message) -> Record:
+    """A consumed message as a Record. Headers the client cannot even decode are left out (the record then is not
+    a CloudEvent and becomes a dead letter with its raw value), never an exception that would stop the loop."""
+    try:
+        headers = headers_of(message)
+    except (UnicodeError, SystemError, TypeError, ValueError) as error:
+        log.warning("offset %s of %s: unreadable headers left out: %s", message.offset(), message.topic(), error)
+        headers = ()
+    return Record(
+        topic=message.topic() or "",
+        partition=message.partition() or 0,
+        offset=message.offset() or 0,
+        key=message.key(),
+        value=message.value(),
+        headers=tuple(headers),
+        timestamp=_timestamp(message),
+    )
+
+
 def _timestamp(message: Message) -> datetime | None:
+    """When Kafka stored the message; None when unknown or beyond what a datetime holds (a producer's clock)."""
     kind, milliseconds = message.timestamp()
     if kind == TIMESTAMP_NOT_AVAILABLE or milliseconds is None or milliseconds <= 0:
         return None
-    return datetime.fromtimestamp(milliseconds / 1000, UTC)
+    try:
+        return datetime.fromtimestamp(milliseconds / 1000, UTC)
+    except (ValueError, OverflowError, OSError):
+        return None

@@ -17,6 +17,7 @@ still a ``begin`` + ``complete`` pair, which upstream cannot express.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -112,8 +113,8 @@ class FrameInfo:
         resync_id = extensions.get(EXT_RESYNC_ID)
         if resync_id is None:
             return None
-        if not resync_id or len(resync_id) > 64:
-            raise BundleError(f"{EXT_RESYNC_ID} must be 1-64 characters")
+        if not _RESYNC_ID.fullmatch(resync_id):
+            raise BundleError(f"{EXT_RESYNC_ID} must be 1-64 letters, digits, '.', '_', ':' or '-'")
         try:
             kind = FrameKind(extensions.get(EXT_FRAME, ""))
         except ValueError:
@@ -129,6 +130,10 @@ class FrameInfo:
         return cls(resync_id, kind, seq, total, count)
 
 
+FRAME_NUMBER_MAX = 2**31 - 2  # sequence numbers, totals and counts fit a 32-bit column, even plus one
+_RESYNC_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+
+
 def _non_negative(extensions: Mapping[str, str], name: str, *, required: bool) -> int | None:
     text = extensions.get(name)
     if text is None:
@@ -136,8 +141,8 @@ def _non_negative(extensions: Mapping[str, str], name: str, *, required: bool) -
             raise BundleError(f"{name} is required on this frame")
         return None
     # isascii: str.isdigit also accepts digits such as '²' that int() then rejects with a plain ValueError.
-    if not (text.isascii() and text.isdigit()) or len(text) > 12:
-        raise BundleError(f"{name} {text[:40]!r} is not a non-negative integer")
+    if not (text.isascii() and text.isdigit()) or len(text) > 12 or int(text) > FRAME_NUMBER_MAX:
+        raise BundleError(f"{name} {text[:40]!r} is not an integer from 0 to {FRAME_NUMBER_MAX}")
     return int(text)
 
 

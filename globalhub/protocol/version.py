@@ -47,14 +47,16 @@ class Version:
             raise VersionError(f"version must be a string, got {type(text).__name__}")
         parts = text.split(".")
         if len(parts) != 2:
-            raise VersionError(f"version {text!r} must have exactly two parts separated by '.'")
+            raise VersionError(f"version {text[:60]!r} must have exactly two parts separated by '.'")
         numbers = []
         for label, part in zip(("generation", "value"), parts, strict=True):
             if not _DECIMAL.fullmatch(part):
-                raise VersionError(f"version {text!r}: {label} {part!r} is not an unsigned decimal integer")
+                raise VersionError(f"version {text[:60]!r}: {label} {part[:40]!r} is not an unsigned decimal integer")
+            if len(part.lstrip("0")) > len(str(UINT64_MAX)):  # before int(): Python refuses over 4,300 digits
+                raise VersionError(f"version {text[:60]!r}: {label} overflows an unsigned 64-bit integer")
             number = int(part)
             if number > UINT64_MAX:
-                raise VersionError(f"version {text!r}: {label} overflows an unsigned 64-bit integer")
+                raise VersionError(f"version {text[:60]!r}: {label} overflows an unsigned 64-bit integer")
             numbers.append(number)
         return cls(numbers[0], numbers[1])
 

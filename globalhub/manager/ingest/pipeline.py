@@ -35,7 +35,7 @@ from globalhub.protocol.events import EventType, hub_from_status_topic
 
 log = logging.getLogger(__name__)
 
-REASON_MAX = 1000
+REASON_MAX_BYTES = 1000
 
 
 @dataclass
@@ -153,6 +153,9 @@ def _open(record: Record, topic_prefix: str) -> _Opened:
         event = open_envelope(record, topic_prefix)
     except Rejected as rejected:
         return _Opened(record, rejected=rejected)
+    except Exception as error:  # checking an envelope needs no database: an error there belongs to the record
+        log.exception("offset %s of %s: opening the envelope failed", record.offset, record.topic)
+        return _Opened(record, rejected=Rejected(f"the record could not be read: {type(error).__name__}: {error}"))
     kind = HYBRID_TYPES.get(event.type)
     if kind is None:
         return _Opened(record, event)
@@ -328,7 +331,7 @@ def _superseded(event: StatusEvent, batch: _Batch) -> None:
 
 
 def _dead_letter(record: Record, rejected: Rejected, stats: BatchStats) -> None:
-    reason = rejected.reason[:REASON_MAX]
+    reason = storable_text(rejected.reason, max_bytes=REASON_MAX_BYTES)
     log.warning(
         "dead letter topic=%s partition=%s offset=%s hub=%s type=%s: %s",
         record.topic,
@@ -338,23 +341,43 @@ def _dead_letter(record: Record, rejected: Rejected, stats: BatchStats) -> None:
         rejected.event_type or "-",
         reason,
     )
-    DeadLetter.objects.bulk_create(
-        [
-            DeadLetter(
-                topic=record.topic,
-                partition=record.partition,
-                offset=record.offset,
-                reason=reason,
-                hub_name=rejected.hub,
-                event_type=str(rejected.event_type),
-                key=record.key,
-                headers=record.headers_json(),
-                value=record.value,
-            )
-        ],
-        ignore_conflicts=True,  # the unique (position, reason) constraint is a witness, never an error
+    letter = DeadLetter(
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        reason=reason,
+        hub_name=storable_text(rejected.hub, max_chars=200),
+        event_type=storable_text(str(rejected.event_type), max_chars=255),
+        key=record.key,
+        headers=[[storable_text(name), storable_text(value)] for name, value in record.headers_json()],
+        value=record.value,
     )
+    try:
+        with transaction.atomic():
+            # the unique (position, reason) constraint is a witness, never an error
+            DeadLetter.objects.bulk_create([letter], ignore_conflicts=True)
+    except DatabaseError as error:
+        if not refuses_the_data(error):
+            raise
+        # Whatever in the record still defeats the database, the raw bytes and the position are always storable.
+        log.error("dead letter at offset %s stored without its text: %s", record.offset, error)
+        letter.reason = storable_text(f"{reason} (headers dropped: {error})", max_bytes=REASON_MAX_BYTES)
+        letter.headers, letter.hub_name, letter.event_type = [], "", ""
+        DeadLetter.objects.bulk_create([letter], ignore_conflicts=True)
     stats.dead_letters += 1
+
+
+def storable_text(value: str, *, max_chars: int | None = None, max_bytes: int | None = None) -> str:
+    """``value`` as text PostgreSQL stores: no NUL character, no lone surrogate, cut to the column's size.
+
+    ``max_bytes`` bounds the UTF-8 length (the reason is part of a unique index, whose entries have a size limit).
+    """
+    text = value.replace("\x00", "\\x00").encode("utf-8", "replace").decode("utf-8")
+    if max_chars is not None:
+        text = text[:max_chars]
+    if max_bytes is not None and len(text.encode("utf-8")) > max_bytes:
+        text = text.encode("utf-8")[:max_bytes].decode("utf-8", "ignore")
+    return text
 
 
 def store_positions(records: Sequence[Record]) -> None:
