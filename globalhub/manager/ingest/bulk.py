@@ -159,10 +159,11 @@ def upsert_objects(
         new = [row for object_id, row in latest.items() if object_id not in known]
         changed = [row for object_id, row in latest.items() if object_id in known and known[object_id] != row.digest]
         unchanged = [object_id for object_id, row in latest.items() if known.get(object_id, b"") == row.digest]
-        if new and not _insert_new(cursor, spec, hub, new, now, mark, meanwhile):
+        write = _Write(cursor, spec, hub, now, mark, meanwhile)
+        if new and not _insert_new(write, new):
             changed += new
         if changed:
-            _upsert_staged(cursor, spec, hub, changed, now, mark, meanwhile)
+            _upsert_staged(write, changed)
     if mark:
         mark_listed(spec, hub, unchanged, mark)
     if meanwhile is not None:
@@ -193,42 +194,42 @@ def _known_digests(cursor: Any, spec: ObjectTable, hub: str, ids: list[str]) -> 
 _OBJECT_COLUMNS = "payload, payload_digest, error, created_at, updated_at, deleted_at, resync_mark"
 
 
-def _insert_new(
-    cursor: Any,
-    spec: ObjectTable,
-    hub: str,
-    rows: list[ObjectRow],
-    now: datetime,
-    mark: str,
-    meanwhile: Meanwhile | None,
-) -> bool:
+@dataclass(frozen=True)
+class _Write:
+    """One upsert's cursor and context: which table and hub, the time, the resync mark, the overlapped work."""
+
+    cursor: Any
+    spec: ObjectTable
+    hub: str
+    now: datetime
+    mark: str
+    meanwhile: Meanwhile | None
+
+
+def _insert_new(write: _Write, rows: list[ObjectRow]) -> bool:
     """COPY objects the hub has no row for into the table; False (nothing written) if one turned up meanwhile."""
+    spec = write.spec
     columns = f"{spec.hub_column}, {spec.id_column}, {spec.name_column}, {_OBJECT_COLUMNS}"
-    head = copy_text(hub) + b"\t"
-    tail = b"\t".join((b"none", now.isoformat().encode(), now.isoformat().encode(), b"\\N", copy_text(mark))) + b"\n"
+    stamp = write.now.isoformat().encode()
+    head = copy_text(write.hub) + b"\t"
+    tail = b"\t".join((b"none", stamp, stamp, b"\\N", copy_text(write.mark))) + b"\n"
+    statement = f"COPY {spec.table} ({columns}) FROM STDIN"
     try:
-        with transaction.atomic(), copy_into(cursor, f"COPY {spec.table} ({columns}) FROM STDIN", meanwhile) as copy:
+        with transaction.atomic(), copy_into(write.cursor, statement, write.meanwhile) as copy:
             copy.write(b"".join(head + row.fields + b"\t" + tail for row in rows))
     except IntegrityError:
-        log.warning("hub=%s %s: an object was inserted by someone else meanwhile; upserting instead", hub, spec.table)
+        log.warning("hub=%s %s: an object was inserted by someone else meanwhile; upserting", write.hub, spec.table)
         return False
     return True
 
 
-def _upsert_staged(
-    cursor: Any,
-    spec: ObjectTable,
-    hub: str,
-    rows: list[ObjectRow],
-    now: datetime,
-    mark: str,
-    meanwhile: Meanwhile | None,
-) -> None:
+def _upsert_staged(write: _Write, rows: list[ObjectRow]) -> None:
+    cursor, spec, hub, now, mark = write.cursor, write.spec, write.hub, write.now, write.mark
     stage_table(
         cursor, spec.stage, "object_id uuid, name text, payload jsonb, payload_digest bytea", uncompressed="payload"
     )
     with copy_into(
-        cursor, f"COPY {spec.stage} (object_id, name, payload, payload_digest) FROM STDIN", meanwhile
+        cursor, f"COPY {spec.stage} (object_id, name, payload, payload_digest) FROM STDIN", write.meanwhile
     ) as copy:
         copy.write(b"".join(row.fields + b"\n" for row in rows))
     cursor.execute(
