@@ -522,3 +522,62 @@ def test_an_unexpected_error_preparing_a_bundle_is_a_dead_letter_not_a_stuck_par
     assert letter.offset == 1 and letter.reason == "the bundle could not be read: RuntimeError: a bug"
     assert stats.applied == 2
     assert live_ids("hub-x") == {cluster_claim_id(objects[0]), cluster_claim_id(objects[2])}
+
+
+def _chunked_first_resync(hub: str, objects: list[dict[str, Any]], poisoned_index: int | None = None) -> list[Record]:
+    """A hub's first resync in many frames (so its chunks go through one streamed COPY), one object poisoned."""
+    if poisoned_index is not None:
+        bad = objects[poisoned_index]
+        objects = list(objects)
+        objects[poisoned_index] = dict(bad, metadata={**bad["metadata"], "labels": {"nul": "\u0000"}})
+    records = resync_records(hub, objects, limit=8 * 1024)
+    assert len(records) > 6
+    return records
+
+
+def test_a_first_resync_in_many_chunks_is_written_whole_with_its_marks_and_progress() -> None:
+    objects = clusters("hub-y", 80)
+    records = _chunked_first_resync("hub-y", objects)
+    stats = ingest_batch(records, topic_prefix=PREFIX)
+
+    assert stats.applied == len(records) and stats.dead_letters == 0
+    rows = {str(r.cluster_id): r for r in ManagedCluster.objects.filter(hub_id="hub-y")}
+    assert set(rows) == {cluster_claim_id(o) for o in objects}
+    progress = ResyncProgress.objects.get(hub_id="hub-y", event_type=EventType.MANAGED_CLUSTER)
+    assert progress.outcome == ResyncProgress.Outcome.COMPLETED and progress.next_seq == len(records)
+    assert {r.resync_mark for r in rows.values()} == {progress.resync_id}
+    for obj in objects:
+        assert rows[cluster_claim_id(obj) or ""].payload == obj
+
+
+def test_a_poisoned_chunk_of_a_first_resync_is_the_only_dead_letter_and_the_resync_stays_incomplete() -> None:
+    objects = clusters("hub-z", 80)
+    records = _chunked_first_resync("hub-z", objects, poisoned_index=40)
+    stats = ingest_batch(records, topic_prefix=PREFIX)
+
+    reasons = sorted(DeadLetter.objects.filter(topic=PREFIX + "hub-z").values_list("reason", flat=True))
+    assert reasons[0].startswith("database rejected the data")
+    assert all(r.startswith("truncated resync") for r in reasons[1:])
+    assert stats.dead_letters == len(reasons)
+    progress = ResyncProgress.objects.get(hub_id="hub-z", event_type=EventType.MANAGED_CLUSTER)
+    assert progress.outcome == ResyncProgress.Outcome.INCOMPLETE
+    ids = [cluster_claim_id(o) or "" for o in objects]
+    poisoned_frame = next(r.value or b"" for r in records[:-1] if ids[40].encode() in (r.value or b""))
+    in_that_frame = {i for i in ids if i.encode() in poisoned_frame}
+    assert live_ids("hub-z") == set(ids) - in_that_frame  # every other frame's objects are in
+
+
+def test_a_heartbeat_between_chunks_ends_one_run_and_the_next_chunks_start_another() -> None:
+    objects = clusters("hub-aa", 80)
+    records = _chunked_first_resync("hub-aa", objects)
+    topic = PREFIX + "hub-aa"
+    middle = len(records) // 2
+    beat = record_of(status_message("hub-aa", EventType.HEARTBEAT, [], "1.1"), topic, 999)
+    shuffled = [*records[:middle], beat, *records[middle:]]
+    renumbered = [Record(r.topic, r.partition, i, r.key, r.value, r.headers) for i, r in enumerate(shuffled)]
+    stats = ingest_batch(renumbered, topic_prefix=PREFIX)
+
+    assert stats.dead_letters == 0
+    assert live_ids("hub-aa") == {cluster_claim_id(o) for o in objects}
+    progress = ResyncProgress.objects.get(hub_id="hub-aa", event_type=EventType.MANAGED_CLUSTER)
+    assert progress.outcome == ResyncProgress.Outcome.COMPLETED

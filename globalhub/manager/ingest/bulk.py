@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -41,7 +41,9 @@ call must do nothing (it may be offered more than one COPY)."""
 
 
 @contextmanager
-def copy_into(cursor: Any, statement: str, meanwhile: Meanwhile | None = None) -> Iterator[Copy]:
+def copy_into(
+    cursor: Any, statement: str, meanwhile: Meanwhile | None = None, *, flush_each_write: bool = False
+) -> Iterator[Copy]:
     """psycopg's ``COPY … FROM STDIN`` on a Django cursor, its errors translated into Django's like any statement's.
 
     So a row the database refuses (a value too long, a NUL character) is a ``DataError`` the ingest dead-letters,
@@ -53,7 +55,7 @@ def copy_into(cursor: Any, statement: str, meanwhile: Meanwhile | None = None) -
     raw = cursor.cursor
     # With work to overlap, every block is flushed to the socket as it is written, so none waits in libpq's buffer
     # while ``meanwhile`` runs (psycopg otherwise flushes once a megabyte has been written).
-    writer = LibpqWriter(raw, flush_threshold=0) if meanwhile is not None else None
+    writer = LibpqWriter(raw, flush_threshold=0) if meanwhile is not None or flush_each_write else None
     with connection.wrap_database_errors, raw.copy(statement, writer=writer) as copy:
         yield copy
         if meanwhile is not None:
@@ -209,18 +211,25 @@ class _Write:
 def _insert_new(write: _Write, rows: list[ObjectRow]) -> bool:
     """COPY objects the hub has no row for into the table; False (nothing written) if one turned up meanwhile."""
     spec = write.spec
-    columns = f"{spec.hub_column}, {spec.id_column}, {spec.name_column}, {_OBJECT_COLUMNS}"
-    stamp = write.now.isoformat().encode()
-    head = copy_text(write.hub) + b"\t"
-    tail = b"\t".join((b"none", stamp, stamp, b"\\N", copy_text(write.mark))) + b"\n"
-    statement = f"COPY {spec.table} ({columns}) FROM STDIN"
     try:
-        with transaction.atomic(), copy_into(write.cursor, statement, write.meanwhile) as copy:
-            copy.write(b"".join(head + row.fields + b"\t" + tail for row in rows))
+        with transaction.atomic(), copy_into(write.cursor, copy_new_statement(spec), write.meanwhile) as copy:
+            copy.write(new_object_lines(write.hub, rows, write.now, write.mark))
     except IntegrityError:
         log.warning("hub=%s %s: an object was inserted by someone else meanwhile; upserting", write.hub, spec.table)
         return False
     return True
+
+
+def copy_new_statement(spec: ObjectTable) -> str:
+    """The COPY that puts objects the hub has no row for straight into the table (lines: :func:`new_object_lines`)."""
+    return f"COPY {spec.table} ({spec.hub_column}, {spec.id_column}, {spec.name_column}, {_OBJECT_COLUMNS}) FROM STDIN"
+
+
+def new_object_lines(hub: str, rows: Iterable[ObjectRow], now: datetime, mark: str) -> bytes:
+    stamp = now.isoformat().encode()
+    head = copy_text(hub) + b"\t"
+    tail = b"\t".join((b"none", stamp, stamp, b"\\N", copy_text(mark))) + b"\n"
+    return b"".join(head + row.fields + b"\t" + tail for row in rows)
 
 
 def _upsert_staged(write: _Write, rows: list[ObjectRow]) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -20,17 +21,19 @@ from typing import Any
 from django.db import DatabaseError, DataError, connection, transaction
 from django.utils import timezone
 
+from globalhub.manager.ingest import bulk
 from globalhub.manager.ingest.bulk import Meanwhile, first_sight
 from globalhub.manager.ingest.complete import APPLY_ORDER, CompleteKind, FrameBuffer, Incomplete, assemble
 from globalhub.manager.ingest.envelope import open_envelope
 from globalhub.manager.ingest.handlers import COMPLETE_TYPES, HYBRID_TYPES
-from globalhub.manager.ingest.hybrid import HybridWork, SlotMemory, apply_hybrid, prepare_hybrid
+from globalhub.manager.ingest.hybrid import HybridResult, HybridWork, SlotMemory, apply_hybrid, prepare_hybrid
 from globalhub.manager.ingest.observations import Observation, save_observations
 from globalhub.manager.ingest.records import Record, Rejected, StatusEvent
 from globalhub.manager.ingest.versions import VersionBook
 from globalhub.manager.lifecycle import Timing, heartbeat_applied
-from globalhub.manager.models import ConsumedPosition, DeadLetter, Hub
+from globalhub.manager.models import ConsumedPosition, DeadLetter, Hub, ResyncProgress
 from globalhub.manager.resync_requests import complete_answered
+from globalhub.protocol.bundles import FrameKind
 from globalhub.protocol.events import EventType, hub_from_status_topic
 
 log = logging.getLogger(__name__)
@@ -89,9 +92,7 @@ def ingest_batch(records: Sequence[Record], *, topic_prefix: str) -> BatchStats:
         fresh = _claim(records, stats)
         hubs = _register_hubs(fresh, topic_prefix)
         batch = _Batch(topic_prefix, VersionBook.load(hubs), stats, timezone.now())
-        ahead = _Lookahead(fresh, topic_prefix)
-        for opened in ahead:
-            _ingest_one(opened, batch, ahead.prepare_next)
+        _ingest_records(fresh, batch)
         _apply_complete_states(batch)
         batch.frames.flush()
         batch.versions.save()
@@ -99,6 +100,173 @@ def ingest_batch(records: Sequence[Record], *, topic_prefix: str) -> BatchStats:
         _hub_lifecycle(batch)
         store_positions(fresh)
     return stats
+
+
+def _ingest_records(records: Sequence[Record], batch: _Batch) -> None:
+    """Each record in order; chunk frames of a first resync back to back go through one :class:`_ChunkRun`."""
+    ahead = _Lookahead(records, batch.topic_prefix)
+    run: _ChunkRun | None = None
+    try:
+        for opened in ahead:
+            if run is not None and run.takes(opened):
+                run.add(opened)
+                continue
+            if run is not None:
+                ended, run = run, None
+                _end_run(ended, batch)
+            memory = _ChunkRun.slot_for(opened, batch)
+            if memory is not None:
+                run = _ChunkRun(batch, memory, opened)
+                continue
+            _ingest_one(opened, batch, ahead.prepare_next)
+    except BaseException:
+        if run is not None:
+            run.abort()  # never leave a COPY open behind an error: the transaction must roll back cleanly
+        raise
+    if run is not None:
+        _end_run(run, batch)
+
+
+def _end_run(run: _ChunkRun, batch: _Batch) -> None:
+    for opened in run.finish():  # the database refused the run: each of its records on its own, as usual
+        _ingest_one(opened, batch, None)
+
+
+class _ChunkRun:
+    """Chunk frames of one resync into a hub's empty table, back to back in the batch: one savepoint and one COPY
+    for all of them, each frame's rows sent as soon as the frame is parsed, while the next one is.
+
+    Only what the batch holds in memory decides that a frame may join (so no statement is needed while the COPY
+    is open): a chunk with objects and nothing else, admitted, the next frame of the resync being received, of a
+    hub that had no rows of the type when the batch began, with ids not written before. Its effect is what the
+    records one by one would have had. Should the database refuse the run, the run is rolled back and
+    :meth:`finish` hands its records back to be applied one by one, so a bad frame is the only dead letter.
+    """
+
+    def __init__(self, batch: _Batch, memory: SlotMemory, first: _Opened) -> None:
+        assert first.event is not None and memory.progress is not None and memory.seen is not None
+        self._batch = batch
+        self._memory = memory
+        self._progress = memory.progress
+        self._seen = memory.seen
+        self._hub, self._type = first.event.hub, first.event.type
+        self._table = HYBRID_TYPES[first.event.type].table
+        self._now = timezone.now()
+        self._next_seq = self._progress.next_seq
+        self._records: list[_Opened] = []
+        self._ids: list[str] = []
+        self._refused: DatabaseError | None = None
+        self._ended = False
+        self._savepoint = transaction.atomic()
+        self._savepoint.__enter__()
+        self._copying = ExitStack()
+        try:
+            cursor = self._copying.enter_context(connection.cursor())
+            statement = bulk.copy_new_statement(self._table)
+            self._copy = self._copying.enter_context(bulk.copy_into(cursor, statement, flush_each_write=True))
+        except BaseException:
+            self.abort()
+            raise
+        self.add(first)
+
+    @staticmethod
+    def slot_for(opened: _Opened, batch: _Batch) -> SlotMemory | None:
+        """The memory of ``opened``'s (hub, type) if it may start a run, else None."""
+        memory = _joinable(opened, batch)
+        if memory is None or memory.progress is None or opened.event is None or opened.event.frame is None:
+            return None
+        return memory if opened.event.frame.seq == memory.progress.next_seq else None
+
+    def takes(self, opened: _Opened) -> bool:
+        event = opened.event
+        if self._refused is not None or event is None or event.frame is None:
+            return False
+        same = (event.hub, event.type) == (self._hub, self._type) and event.frame.seq == self._next_seq
+        return same and _joinable(opened, self._batch) is self._memory
+
+    def add(self, opened: _Opened) -> None:
+        event, work = opened.event, opened.work
+        assert event is not None and event.frame is not None and work is not None
+        self._records.append(opened)
+        latest = {row.object_id: row for row in work.rows}
+        self._seen.written.update(latest)
+        self._ids.extend(latest)
+        self._next_seq = event.frame.seq + 1
+        if work.skipped:
+            log.warning(
+                "hub=%s type=%s skipped %d objects without a usable id", self._hub, self._type.short, work.skipped
+            )
+        lines = bulk.new_object_lines(self._hub, latest.values(), self._now, self._progress.resync_id)
+        try:
+            with connection.wrap_database_errors:  # outside the COPY's own block: translate here, as it does
+                self._copy.write(lines)
+        except DatabaseError as error:  # the server may stop a COPY before its end
+            if not refuses_the_data(error):
+                self.abort()
+                raise
+            self._refused = error
+            self.abort()
+
+    def finish(self) -> list[_Opened]:
+        """Commit the run and do each record's bookkeeping; or, refused, give back the records to apply one by one."""
+        if self._refused is None:
+            try:
+                self._copying.close()
+                self._progress.next_seq = self._next_seq
+                self._progress.save()
+            except DatabaseError as error:
+                self.abort()
+                if not refuses_the_data(error):
+                    raise
+                self._refused = error
+            except BaseException:
+                self.abort()
+                raise
+            else:
+                self._ended = True
+                self._savepoint.__exit__(None, None, None)
+        if self._refused is not None:
+            log.info("a run of %d frames was refused (%s): applying them one by one", len(self._records), self._refused)
+            self._memory.forget()
+            return self._records
+        self._memory.keep(HybridResult(progress=self._progress, marks=[(self._progress.resync_id, self._ids)]))
+        for opened in self._records:
+            assert opened.event is not None
+            self._batch.versions.processed(opened.event)
+            self._batch.stats.count(opened.event)
+            self._batch.observe(opened.event, None)
+        return []
+
+    def abort(self) -> None:
+        """Roll the run back: end the COPY (ignoring its error) and leave the savepoint with an error. Once."""
+        if self._ended:
+            return
+        self._ended = True
+        error = RuntimeError("chunk run aborted")
+        with suppress(Exception):  # the COPY's own error is already known, or the rollback tells the rest
+            self._copying.__exit__(type(error), error, None)
+        self._savepoint.__exit__(type(error), error, None)
+
+
+def _joinable(opened: _Opened, batch: _Batch) -> SlotMemory | None:
+    """The (hub, type) memory when ``opened`` is a chunk a :class:`_ChunkRun` may take (see there), else None."""
+    event, work = opened.event, opened.work
+    if event is None or work is None or opened.rejected is not None or opened.bad_payload is not None:
+        return None
+    frame = event.frame
+    bundle = work.bundle
+    if frame is None or frame.kind is not FrameKind.CHUNK or bundle.delete or bundle.resync_metadata is not None:
+        return None
+    memory = batch.slots.get((event.hub, event.type))
+    if memory is None or memory.seen is None or memory.progress is None or not work.rows:
+        return None
+    progress = memory.progress
+    receiving = progress.outcome == ResyncProgress.Outcome.RECEIVING and progress.resync_id == frame.resync_id
+    if not receiving or not batch.versions.admits(event):
+        return None
+    if any(row.object_id in memory.seen.written for row in work.rows):
+        return None
+    return memory
 
 
 def _hub_lifecycle(batch: _Batch) -> None:
@@ -197,7 +365,7 @@ class _Lookahead:
             self._ready = _open(self._records[self._next], self._prefix)
 
 
-def _ingest_one(opened: _Opened, batch: _Batch, meanwhile: Meanwhile) -> None:
+def _ingest_one(opened: _Opened, batch: _Batch, meanwhile: Meanwhile | None) -> None:
     record = opened.record
     try:
         if opened.rejected is not None:
@@ -221,7 +389,7 @@ def _ingest_one(opened: _Opened, batch: _Batch, meanwhile: Meanwhile) -> None:
         _dead_letter(record, Rejected(f"database rejected the data: {error}"), batch.stats)
 
 
-def _apply_hybrid(opened: _Opened, event: StatusEvent, batch: _Batch, meanwhile: Meanwhile) -> None:
+def _apply_hybrid(opened: _Opened, event: StatusEvent, batch: _Batch, meanwhile: Meanwhile | None) -> None:
     if not batch.versions.admits(event):
         _superseded(event, batch)
         return
