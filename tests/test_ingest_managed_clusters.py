@@ -581,3 +581,26 @@ def test_a_heartbeat_between_chunks_ends_one_run_and_the_next_chunks_start_anoth
     assert live_ids("hub-aa") == {cluster_claim_id(o) for o in objects}
     progress = ResyncProgress.objects.get(hub_id="hub-aa", event_type=EventType.MANAGED_CLUSTER)
     assert progress.outcome == ResyncProgress.Outcome.COMPLETED
+
+
+def test_a_first_resync_larger_than_one_run_goes_through_several(monkeypatch: pytest.MonkeyPatch) -> None:
+    from globalhub.manager.ingest import pipeline
+
+    monkeypatch.setattr(pipeline, "RUN_MAX_BYTES", 20 * 1024)  # a run ends after a few 8 KiB frames
+    runs = []
+    real_init = pipeline._ChunkRun.__init__
+
+    def counted_init(self: Any, *args: Any) -> None:
+        runs.append(self)
+        real_init(self, *args)
+
+    monkeypatch.setattr(pipeline._ChunkRun, "__init__", counted_init)
+    objects = clusters("hub-ab", 80)
+    records = _chunked_first_resync("hub-ab", objects)
+    stats = ingest_batch(records, topic_prefix=PREFIX)
+
+    assert len(runs) > 2
+    assert stats.applied == len(records) and stats.dead_letters == 0
+    assert live_ids("hub-ab") == {cluster_claim_id(o) for o in objects}
+    progress = ResyncProgress.objects.get(hub_id="hub-ab", event_type=EventType.MANAGED_CLUSTER)
+    assert progress.outcome == ResyncProgress.Outcome.COMPLETED and progress.next_seq == len(records)

@@ -39,6 +39,8 @@ from globalhub.protocol.events import EventType, hub_from_status_topic
 log = logging.getLogger(__name__)
 
 REASON_MAX_BYTES = 1000
+# A chunk run keeps its frames' rows until it commits (to apply them one by one if refused): this bounds that.
+RUN_MAX_BYTES = 64 * 1024 * 1024
 
 
 @dataclass
@@ -155,6 +157,7 @@ class _ChunkRun:
         self._next_seq = self._progress.next_seq
         self._records: list[_Opened] = []
         self._ids: list[str] = []
+        self._bytes = 0
         self._refused: DatabaseError | None = None
         self._ended = False
         self._savepoint = transaction.atomic()
@@ -179,7 +182,7 @@ class _ChunkRun:
 
     def takes(self, opened: _Opened) -> bool:
         event = opened.event
-        if self._refused is not None or event is None or event.frame is None:
+        if self._refused is not None or event is None or event.frame is None or self._bytes >= RUN_MAX_BYTES:
             return False
         same = (event.hub, event.type) == (self._hub, self._type) and event.frame.seq == self._next_seq
         return same and _joinable(opened, self._batch) is self._memory
@@ -197,6 +200,7 @@ class _ChunkRun:
                 "hub=%s type=%s skipped %d objects without a usable id", self._hub, self._type.short, work.skipped
             )
         lines = bulk.new_object_lines(self._hub, latest.values(), self._now, self._progress.resync_id)
+        self._bytes += len(lines)
         try:
             with connection.wrap_database_errors:  # outside the COPY's own block: translate here, as it does
                 self._copy.write(lines)
