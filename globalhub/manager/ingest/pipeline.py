@@ -12,7 +12,7 @@ complete states in a batch only the newest admitted one is applied, at the end o
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -24,10 +24,10 @@ from django.utils import timezone
 from globalhub.manager.ingest import bulk
 from globalhub.manager.ingest.bulk import Meanwhile, first_sight
 from globalhub.manager.ingest.complete import APPLY_ORDER, CompleteKind, FrameBuffer, Incomplete, assemble
-from globalhub.manager.ingest.envelope import open_envelope
 from globalhub.manager.ingest.handlers import COMPLETE_TYPES, HYBRID_TYPES
-from globalhub.manager.ingest.hybrid import HybridResult, HybridWork, SlotMemory, apply_hybrid, prepare_hybrid
+from globalhub.manager.ingest.hybrid import HybridResult, SlotMemory, apply_hybrid
 from globalhub.manager.ingest.observations import Observation, save_observations
+from globalhub.manager.ingest.opening import Lookahead, Opened
 from globalhub.manager.ingest.records import Record, Rejected, StatusEvent
 from globalhub.manager.ingest.versions import VersionBook
 from globalhub.manager.lifecycle import Timing, heartbeat_applied
@@ -75,6 +75,12 @@ class _Batch:
             self.slots[slot] = SlotMemory(seen=first_sight(HYBRID_TYPES[event.type].table, event.hub))
         return self.slots[slot]
 
+    def applied(self, event: StatusEvent, full_state: int | None) -> None:
+        """A hybrid record took effect: its version is the slot's last, it counts, and it is observed."""
+        self.versions.processed(event)
+        self.stats.count(event)
+        self.observe(event, full_state)
+
     def observe(self, event: StatusEvent, full_state: int | None) -> None:
         seen = self.observed.setdefault((event.hub, event.type.value), Observation(str(event.version)))
         seen.version = str(event.version)
@@ -106,7 +112,7 @@ def ingest_batch(records: Sequence[Record], *, topic_prefix: str) -> BatchStats:
 
 def _ingest_records(records: Sequence[Record], batch: _Batch) -> None:
     """Each record in order; chunk frames of a first resync back to back go through one :class:`_ChunkRun`."""
-    ahead = _Lookahead(records, batch.topic_prefix)
+    ahead = Lookahead(records, batch.topic_prefix)
     run: _ChunkRun | None = None
     try:
         for opened in ahead:
@@ -145,7 +151,7 @@ class _ChunkRun:
     :meth:`finish` hands its records back to be applied one by one, so a bad frame is the only dead letter.
     """
 
-    def __init__(self, batch: _Batch, memory: SlotMemory, first: _Opened) -> None:
+    def __init__(self, batch: _Batch, memory: SlotMemory, first: Opened) -> None:
         assert first.event is not None and memory.progress is not None and memory.seen is not None
         self._batch = batch
         self._memory = memory
@@ -155,7 +161,7 @@ class _ChunkRun:
         self._table = HYBRID_TYPES[first.event.type].table
         self._now = timezone.now()
         self._next_seq = self._progress.next_seq
-        self._records: list[_Opened] = []
+        self._records: list[Opened] = []
         self._ids: list[str] = []
         self._bytes = 0
         self._refused: DatabaseError | None = None
@@ -173,21 +179,21 @@ class _ChunkRun:
         self.add(first)
 
     @staticmethod
-    def slot_for(opened: _Opened, batch: _Batch) -> SlotMemory | None:
+    def slot_for(opened: Opened, batch: _Batch) -> SlotMemory | None:
         """The memory of ``opened``'s (hub, type) if it may start a run, else None."""
         memory = _joinable(opened, batch)
         if memory is None or memory.progress is None or opened.event is None or opened.event.frame is None:
             return None
         return memory if opened.event.frame.seq == memory.progress.next_seq else None
 
-    def takes(self, opened: _Opened) -> bool:
+    def takes(self, opened: Opened) -> bool:
         event = opened.event
         if self._refused is not None or event is None or event.frame is None or self._bytes >= RUN_MAX_BYTES:
             return False
         same = (event.hub, event.type) == (self._hub, self._type) and event.frame.seq == self._next_seq
         return same and _joinable(opened, self._batch) is self._memory
 
-    def add(self, opened: _Opened) -> None:
+    def add(self, opened: Opened) -> None:
         event, work = opened.event, opened.work
         assert event is not None and event.frame is not None and work is not None
         self._records.append(opened)
@@ -211,7 +217,7 @@ class _ChunkRun:
             self._refused = error
             self.abort()
 
-    def finish(self) -> list[_Opened]:
+    def finish(self) -> list[Opened]:
         """Commit the run and do each record's bookkeeping; or, refused, give back the records to apply one by one."""
         if self._refused is None:
             try:
@@ -236,9 +242,7 @@ class _ChunkRun:
         self._memory.keep(HybridResult(progress=self._progress, marks=[(self._progress.resync_id, self._ids)]))
         for opened in self._records:
             assert opened.event is not None
-            self._batch.versions.processed(opened.event)
-            self._batch.stats.count(opened.event)
-            self._batch.observe(opened.event, None)
+            self._batch.applied(opened.event, None)
         return []
 
     def abort(self) -> None:
@@ -252,7 +256,7 @@ class _ChunkRun:
         self._savepoint.__exit__(type(error), error, None)
 
 
-def _joinable(opened: _Opened, batch: _Batch) -> SlotMemory | None:
+def _joinable(opened: Opened, batch: _Batch) -> SlotMemory | None:
     """The (hub, type) memory when ``opened`` is a chunk a :class:`_ChunkRun` may take (see there), else None."""
     event, work = opened.event, opened.work
     if event is None or work is None or opened.rejected is not None or opened.bad_payload is not None:
@@ -308,68 +312,7 @@ def _register_hubs(records: Sequence[Record], topic_prefix: str) -> list[str]:
     return names
 
 
-@dataclass
-class _Opened:
-    """A record with its envelope opened and, for a hybrid type, its rows prepared; or why either failed."""
-
-    record: Record
-    event: StatusEvent | None = None
-    work: HybridWork | None = None
-    rejected: Rejected | None = None  # the envelope (nothing else is known)
-    bad_payload: Rejected | None = None  # a hybrid bundle of the wrong shape (told after the admission check)
-
-
-def _open(record: Record, topic_prefix: str) -> _Opened:
-    """Everything about a record that needs no database. Never raises for the record's content."""
-    try:
-        event = open_envelope(record, topic_prefix)
-    except Rejected as rejected:
-        return _Opened(record, rejected=rejected)
-    except Exception as error:  # checking an envelope needs no database: an error there belongs to the record
-        log.exception("offset %s of %s: opening the envelope failed", record.offset, record.topic)
-        return _Opened(record, rejected=Rejected(f"the record could not be read: {type(error).__name__}: {error}"))
-    kind = HYBRID_TYPES.get(event.type)
-    if kind is None:
-        return _Opened(record, event)
-    try:
-        work = prepare_hybrid(kind, event)
-    except Rejected as rejected:
-        return _Opened(record, event, bad_payload=rejected)
-    except Exception as error:  # pure work on untrusted data: retrying cannot help, the record is bad
-        log.exception(
-            "hub=%s type=%s offset=%s: preparing the bundle failed", event.hub, event.type.short, record.offset
-        )
-        reason = f"the bundle could not be read: {type(error).__name__}: {error}"
-        return _Opened(record, event, bad_payload=Rejected(reason, hub=event.hub, event_type=event.type))
-    event.parsed = None  # the rows carry it now
-    return _Opened(record, event, work)
-
-
-class _Lookahead:
-    """The batch's records, opened in order; :meth:`prepare_next` opens the next one early.
-
-    The hybrid writer calls it while the server takes in a COPY, so parsing the next bundle and storing this one
-    overlap. At most one record is opened ahead, so memory stays at two parsed bundles.
-    """
-
-    def __init__(self, records: Sequence[Record], topic_prefix: str) -> None:
-        self._records = records
-        self._prefix = topic_prefix
-        self._next = 0
-        self._ready: _Opened | None = None
-
-    def __iter__(self) -> Iterator[_Opened]:
-        for index, record in enumerate(self._records):
-            self._next = index + 1
-            opened, self._ready = self._ready, None
-            yield opened if opened is not None and opened.record is record else _open(record, self._prefix)
-
-    def prepare_next(self) -> None:
-        if self._ready is None and self._next < len(self._records):
-            self._ready = _open(self._records[self._next], self._prefix)
-
-
-def _ingest_one(opened: _Opened, batch: _Batch, meanwhile: Meanwhile | None) -> None:
+def _ingest_one(opened: Opened, batch: _Batch, meanwhile: Meanwhile | None) -> None:
     record = opened.record
     try:
         if opened.rejected is not None:
@@ -393,7 +336,7 @@ def _ingest_one(opened: _Opened, batch: _Batch, meanwhile: Meanwhile | None) -> 
         _dead_letter(record, Rejected(f"database rejected the data: {error}"), batch.stats)
 
 
-def _apply_hybrid(opened: _Opened, event: StatusEvent, batch: _Batch, meanwhile: Meanwhile | None) -> None:
+def _apply_hybrid(opened: Opened, event: StatusEvent, batch: _Batch, meanwhile: Meanwhile | None) -> None:
     if not batch.versions.admits(event):
         _superseded(event, batch)
         return
@@ -409,9 +352,7 @@ def _apply_hybrid(opened: _Opened, event: StatusEvent, batch: _Batch, meanwhile:
         raise
     memory.keep(result)
     problem = result.incomplete_reason
-    batch.versions.processed(event)
-    batch.stats.count(event)
-    batch.observe(event, result.full_state)
+    batch.applied(event, result.full_state)
     if problem:
         _dead_letter(
             event.record, Rejected(f"truncated resync: {problem}", hub=event.hub, event_type=event.type), batch.stats
