@@ -103,3 +103,35 @@ apt_install() {
     rm -f "$log"
     return 1
 }
+
+# Slow downloads and builds (Kafka's jars, the Kubernetes API server) are cached outside the clone, keyed by version,
+# so every clone on this machine (and every CI run) shares them.
+CACHE_DIR=${GH_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/globalhub}
+
+# Hold an exclusive lock on file $1 (at most $2 seconds of waiting) for the rest of the calling (sub)shell, on fd 8.
+cache_lock() {
+    local file=$1 limit=$2
+    mkdir -p "${file%/*}"
+    command -v flock >/dev/null 2>&1 || return 0
+    exec 8>"$file"
+    flock -w "$limit" 8 || die "stack: another build has held $file for $limit seconds"
+}
+
+# stop_pidfile NAME PIDFILE NEEDLE WHAT: SIGTERM the process of a pidfile (SIGKILL after 30 s), and report it.
+stop_pidfile() {
+    local name=$1 file=$2 needle=$3 what=$4 pid
+    if ! pidfile_alive "$file" "$needle"; then
+        rm -f "$file"
+        report "$name" stopped "-"
+        return 0
+    fi
+    pid=$(<"$file")
+    kill -TERM "$pid" 2>/dev/null || true
+    if ! wait_pid_gone "$pid" 30; then
+        say "$name: pid $pid ignored SIGTERM for 30s, killing it"
+        kill -KILL "$pid" 2>/dev/null || true
+        wait_pid_gone "$pid" 10 || die "$name: pid $pid did not exit"
+    fi
+    rm -f "$file"
+    report "$name" stopped "$what"
+}

@@ -1,0 +1,99 @@
+"""Inventory watcher: ``python -m agent_tasks.watch_kube`` keeps this hub's inventory equal to its Kubernetes API.
+
+One thread per resource lists and watches it (:mod:`agent_tasks.kube.watch`): ManagedClusters, local Policies
+(spec and compliance) and ClusterClaims (hub info). The rest of the agent (deltas, resyncs, versions, framing,
+confirmed sends) reads the inventory as it does for the simulator.
+
+Credentials: ``KUBECONFIG`` (or ``GH_KUBECONFIG``, with ``GH_KUBE_CONTEXT``), else the pod's service account, else
+``~/.kube/config``. Hub info settings: ``GH_HUB_CLUSTER_ID``, ``GH_HUB_CONSOLE_URL``, ``GH_HUB_GRAFANA_URL``,
+``GH_HUB_MCH_VERSION``. The source's state is in ``python -m agent_tasks.ctl status`` and the agent's metrics.
+SIGTERM/SIGINT stop it cleanly.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from types import FrameType
+
+import redis
+
+from agent_tasks.config import AgentConfig
+from agent_tasks.inventory import RedisInventory
+from agent_tasks.kube.api import Connector
+from agent_tasks.kube.status import SourceStatus
+from agent_tasks.kube.views import ClusterView, HubInfoView, PolicyView, View
+from agent_tasks.kube.watch import KubeSourceSettings, ResourceWatcher
+from agent_tasks.kube.writer import InventoryWriter
+
+log = logging.getLogger("agent_tasks.watch_kube")
+
+PUBLISH_EVERY = 2.0  # seconds between updates of the source's state in Redis
+
+
+class InventoryWatcher:
+    """The watcher process: one :class:`ResourceWatcher` thread per resource, and the state published to Redis."""
+
+    def __init__(self, config: AgentConfig, settings: KubeSourceSettings, client: redis.Redis) -> None:
+        self._config = config
+        self._settings = settings
+        self._status = SourceStatus(client, config.hub_name)
+        self.stop_event = threading.Event()
+        inventory = RedisInventory(client, config.hub_name)
+        connector = Connector(settings.credentials)
+        views: list[View] = [ClusterView(), PolicyView(), HubInfoView(settings.hub_info)]
+        self.watchers = [
+            ResourceWatcher(view, InventoryWriter(inventory, view.types), connector, settings, self.stop_event)
+            for view in views
+        ]
+        self._header = {
+            "source": "kubernetes",
+            "credentials": settings.credentials.describe(),
+            "started_at": repr(time.time()),
+        }
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        for watcher in self.watchers:
+            watcher.interrupt()
+
+    def run(self) -> None:
+        threads = [
+            threading.Thread(target=watcher.run, name=f"watch-{watcher.name}", daemon=True) for watcher in self.watchers
+        ]
+        for thread in threads:
+            thread.start()
+        log.info("hub=%s inventory watcher started (%s)", self._config.hub_name, self._header["credentials"])
+        while not self.stop_event.wait(PUBLISH_EVERY):
+            self.publish()
+        for thread in threads:
+            thread.join(timeout=10)
+        self.publish()
+        log.info("hub=%s inventory watcher stopped", self._config.hub_name)
+
+    def publish(self) -> None:
+        server = next((w.server for w in self.watchers if w.server), "")
+        try:
+            self._status.publish({**self._header, "server": server}, {w.name: w.state for w in self.watchers})
+        except redis.RedisError as error:
+            log.warning("hub=%s cannot publish the source's state: %s", self._config.hub_name, error)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    config = AgentConfig.from_env()
+    settings = KubeSourceSettings.from_env()
+    watcher = InventoryWatcher(config, settings, redis.Redis.from_url(config.redis_url))
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        watcher.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    watcher.run()
+
+
+if __name__ == "__main__":
+    main()
