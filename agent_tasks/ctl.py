@@ -1,6 +1,7 @@
 """Operate one hub's agent (hub from ``HUB_NAME``, Redis from ``REDIS_URL``):
 
-python -m agent_tasks.ctl status [--json]              queue, versions, next sync/resync times, last errors
+python -m agent_tasks.ctl status [--json]              queue, versions, next sync/resync times, last errors,
+                                                       the inventory source (Kubernetes watches)
 python -m agent_tasks.ctl set resync.managedcluster=1h  change an interval now, no restart (ctl unset to undo)
 python -m agent_tasks.ctl unset resync.managedcluster
 python -m agent_tasks.ctl resync managedcluster ...     queue full resyncs by hand
@@ -19,6 +20,7 @@ import redis
 
 from agent_tasks.config import AgentConfig
 from agent_tasks.intervals import RESYNC_PREFIX, Intervals, parse_setting
+from agent_tasks.kube.status import SourceStatus
 from agent_tasks.redisutil import text
 from agent_tasks.resync_queue import ResyncQueue
 from agent_tasks.state import StateStore
@@ -62,6 +64,7 @@ def status(client: redis.Redis, hub: str, now: float | None = None) -> dict[str,
         "types": types,
         "interval_settings": {k: _duration(v) for k, v in Intervals(client, hub).runtime_settings().items()},
         "listener": listener,
+        "source": SourceStatus(client, hub).read(moment),
     }
 
 
@@ -94,7 +97,31 @@ def render(report: dict[str, Any]) -> str:
         )
     if report["listener"]:
         lines.append("spec listener: " + ", ".join(f"{k}={v}" for k, v in sorted(report["listener"].items())))
+    lines.extend(render_source(report.get("source")))
     return "\n".join(lines)
+
+
+def render_source(source: dict[str, Any] | None) -> list[str]:
+    """The inventory source's lines: one per watched resource, with its connection, counts, ages and error."""
+    if source is None:
+        return ["inventory source: no Kubernetes watcher has run for this hub (the simulator fills its inventory)"]
+    running = "running" if source["running"] else f"NOT RUNNING (last update {source['updated_seconds_ago']}s ago)"
+    lines = [f"inventory source: {source['source']} {source['server']} via {source['credentials']}, {running}"]
+    for name, row in sorted(source["resources"].items()):
+        event = row.get("last_event_age_seconds")
+        parts = [
+            f"  {name:<16} {'connected' if row.get('connected') else 'DISCONNECTED':<12}",
+            f"objects {row.get('objects', 0)}",
+            f"last event {f'{event}s ago' if event is not None else 'none'}",
+            f"relists {row.get('relists', 0)}",
+            f"errors {row.get('errors', 0)}",
+        ]
+        if row.get("last_error") and not row.get("connected"):
+            parts.append(f"last error ({row.get('last_error_age_seconds')}s ago): {row['last_error']}")
+        lines.append(", ".join(parts))
+    if source["types"]:
+        lines.append("  inventory: " + ", ".join(f"{k} {v}" for k, v in sorted(source["types"].items())))
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

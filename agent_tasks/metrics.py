@@ -15,6 +15,7 @@ from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFam
 from prometheus_client.registry import Collector
 
 from agent_tasks.config import AgentConfig
+from agent_tasks.kube.status import SourceStatus
 from agent_tasks.redisutil import text
 from agent_tasks.resync_queue import ResyncQueue
 from agent_tasks.state import StateStore
@@ -28,6 +29,7 @@ class AgentCollector(Collector):
         self._queue = ResyncQueue(client, hub)
         self._state = StateStore(client, hub)
         self._versions = VersionStore(client, hub)
+        self._source = SourceStatus(client, hub)
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         now = time.time()
@@ -73,6 +75,41 @@ class AgentCollector(Collector):
             if not name.startswith("last_"):
                 listener.add_metric([self._hub, name], float(text(raw)))
         yield listener
+        yield from self._source_metrics(now)
+
+    def _source_metrics(self, now: float) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        """The Kubernetes source, when this hub has one (``python -m agent_tasks.watch_kube``)."""
+        source = self._source.read(now)
+        if source is None:
+            return
+        up = GaugeMetricFamily("globalhub_agent_source_up", "1 while the inventory watcher runs", labels=["hub"])
+        up.add_metric([self._hub], 1.0 if source["running"] else 0.0)
+        yield up
+        labels = ["hub", "resource"]
+        connected = GaugeMetricFamily(
+            "globalhub_agent_source_connected", "1 while the watch of a resource is open", labels=labels
+        )
+        objects = GaugeMetricFamily("globalhub_agent_source_objects", "Objects of a resource followed", labels=labels)
+        age = GaugeMetricFamily(
+            "globalhub_agent_source_last_event_age_seconds", "Time since the last change of a resource", labels=labels
+        )
+        relists = CounterMetricFamily(
+            "globalhub_agent_source_relists", "Complete lists (start, 410 Gone, after errors)", labels=labels
+        )
+        errors = CounterMetricFamily("globalhub_agent_source_errors", "Failed lists and watches", labels=labels)
+        for resource, row in source["resources"].items():
+            connected.add_metric([self._hub, resource], 1.0 if row.get("connected") else 0.0)
+            objects.add_metric([self._hub, resource], row.get("objects", 0))
+            if "last_event_age_seconds" in row:
+                age.add_metric([self._hub, resource], row["last_event_age_seconds"])
+            relists.add_metric([self._hub, resource], row.get("relists", 0))
+            errors.add_metric([self._hub, resource], row.get("errors", 0))
+        inventory = GaugeMetricFamily(
+            "globalhub_agent_source_inventory_objects", "Inventory entries the source wrote", labels=["hub", "type"]
+        )
+        for short_type, count in source["types"].items():
+            inventory.add_metric([self._hub, short_type], count)
+        yield from (connected, objects, age, relists, errors, inventory)
 
 
 def serve_metrics(config: AgentConfig) -> None:

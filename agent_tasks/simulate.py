@@ -4,6 +4,7 @@
     python -m agent_tasks.simulate --clusters 1000                         # upsert over what is there
     python -m agent_tasks.simulate --reset --churn                         # then keep changing it until SIGTERM/Ctrl-C
     python -m agent_tasks.simulate --clusters 10000 --policies 1000 --clusters-per-policy 50 --reset  # benchmark hub
+    python -m agent_tasks.simulate --target kube --reset --churn   # a hub in a Kubernetes API server (KUBECONFIG)
 
 Four inventory types, in upstream's shapes (so bundles built from them are upstream-shaped):
 
@@ -14,10 +15,15 @@ Four inventory types, in upstream's shapes (so bundles built from them are upstr
   one list, and only live clusters are named. Each policy applies to ``--clusters-per-policy`` clusters;
 * ``managedhub.info``: one field, ``hub``, with ``{consoleURL, grafanaURL, mchVersion, clusterId}``.
 
-Every write goes through :meth:`RedisInventory.apply`, so the change streams the agent's delta sync reads move with
-the hashes. With ``--churn``, clusters join (and get ``pending`` compliance on the policies that select them) and
-leave (and disappear from every compliance entry), cluster labels change, and (policy, cluster) pairs flip between
-compliance lists, at the configured rates; each step writes one ``apply`` per type. Same seed, same run.
+Every write goes through the target's ``apply``: :meth:`RedisInventory.apply` by default, so the change streams
+the agent's delta sync reads move with the hashes; with ``--target kube``,
+:class:`agent_tasks.simulate_kube.KubeTarget`, which turns the same writes into ManagedClusters, Policies (with
+their compliance in ``status``) and ClusterClaims in the API server of ``KUBECONFIG`` (or ``GH_KUBECONFIG``), for
+the agent's inventory watcher to follow.
+
+With ``--churn``, clusters join (and get ``pending`` compliance on the policies that select them) and leave (and
+disappear from every compliance entry), cluster labels change, and (policy, cluster) pairs flip between compliance
+lists, at the configured rates; each step writes one ``apply`` per type. Same seed, same run.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from types import FrameType
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import redis
 
@@ -65,6 +71,18 @@ _CLOUDS = [
 ]
 _VERSIONS = ["4.14.12", "4.15.3", "4.16.8", "4.17.2"]
 _ENVIRONMENTS = ["prod", "staging", "dev"]
+
+
+class Target(Protocol):
+    """Where the simulated hub lives: the agent's Redis inventory, or a Kubernetes API server."""
+
+    def apply(self, short_type: str, changes: Iterable[Change], *, chunk: int = ...) -> int: ...
+
+    def get_encoded(self, short_type: str, ids: list[str]) -> list[bytes | None]: ...
+
+    def count(self, short_type: str) -> int: ...
+
+    def clear(self, short_type: str) -> None: ...
 
 
 # --- managed clusters -------------------------------------------------------------------------------------------
@@ -394,7 +412,7 @@ class PopulateResult:
 
 
 def populate(
-    inventory: RedisInventory,
+    inventory: Target,
     hub: str,
     *,
     clusters: int = 100,
@@ -447,7 +465,7 @@ def populate(
     return PopulateResult(state, clusters, policies, state.rows, time.perf_counter() - started)
 
 
-def reset(inventory: RedisInventory) -> None:
+def reset(inventory: Target) -> None:
     """Remove the four inventory types (hashes and change streams)."""
     for short_type in INVENTORY_TYPES:
         inventory.clear(short_type)
@@ -503,7 +521,7 @@ class Simulator:
 
     def __init__(
         self,
-        inventory: RedisInventory,
+        inventory: Target,
         hub: str,
         *,
         clusters: int = 100,
@@ -728,6 +746,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--policy-status", action="store_true", help="churn also rewrites the policies' status (policy.localspec)"
     )
+    p.add_argument(
+        "--target",
+        choices=("redis", "kube"),
+        default="redis",
+        help="where the hub lives: the agent's Redis inventory (default), or the Kubernetes API server of"
+        " KUBECONFIG / GH_KUBECONFIG, for the agent's inventory watcher to follow",
+    )
     return p
 
 
@@ -754,9 +779,8 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit("--interval must be positive")
     config = AgentConfig.from_env()
     hub = config.hub_name
-    client = redis.Redis.from_url(config.redis_url)
+    inventory, close = open_target(args.target, config)
     try:
-        inventory = RedisInventory(client, hub)
         if args.reset:
             reset(inventory)
         rates = Rates(args.joins_per_min, args.leaves_per_min, args.label_changes_per_min, args.flips_per_sec)
@@ -794,7 +818,19 @@ def main(argv: list[str] | None = None) -> None:
             flush=True,
         )
     finally:
-        client.close()
+        close()
+
+
+def open_target(name: str, config: AgentConfig) -> tuple[Target, Callable[[], None]]:
+    """The hub's home, and how to let go of it."""
+    if name == "kube":
+        from agent_tasks.kube.api import Connector, Credentials
+        from agent_tasks.simulate_kube import KubeTarget
+
+        target = KubeTarget(Connector(Credentials.from_env()).client(), config.hub_name)
+        return target, target.close
+    client = redis.Redis.from_url(config.redis_url)
+    return RedisInventory(client, config.hub_name), client.close
 
 
 if __name__ == "__main__":

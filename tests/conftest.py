@@ -13,6 +13,7 @@ from confluent_kafka.admin import AdminClient
 
 from globalhub.protocol.kafka import KafkaSettings
 from tests.helpers import Process, database_url
+from tests.kube import KubeStack, deployed_agent_rules
 
 
 @pytest.fixture(scope="session")
@@ -97,3 +98,13 @@ def processes(tmp_path: Path) -> Iterator[list[Process]]:
         process.stop()
     for process in failed:
         print(f"--- {process.name} exited early; log:\n{process.log_text()[-5000:]}")
+
+
+@pytest.fixture
+def kube() -> KubeStack:
+    """The local Kubernetes API server, running, empty, and granting the agent exactly its deployed ClusterRole."""
+    stack = KubeStack.from_env()
+    stack.ensure_up()
+    stack.grant_agent(deployed_agent_rules())
+    stack.wipe()
+    return stack

@@ -109,7 +109,8 @@ class Connector:
     def __init__(self, credentials: Credentials) -> None:
         self.credentials = credentials
 
-    def open(self) -> KubeApi:
+    def client(self) -> ApiClient:
+        """A client of the official library, with the credentials as they are now."""
         configuration = Configuration()
         try:
             if self.credentials.in_cluster():
@@ -123,8 +124,11 @@ class Connector:
                 )
         except (ConfigException, OSError, ValueError, TypeError) as error:
             raise BadCredentials(f"cannot load {self.credentials.describe()}: {error}") from None
-        configuration.retries = 0  # the watch loop retries, with backoff; urllib3 must not retry on its own
-        return KubeApi(ApiClient(configuration))
+        configuration.retries = 0  # callers retry, with backoff; urllib3 must not retry on its own
+        return ApiClient(configuration)
+
+    def open(self) -> KubeApi:
+        return KubeApi(self.client())
 
 
 class KubeApi:
