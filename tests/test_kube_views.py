@@ -88,15 +88,16 @@ def test_a_changed_id_claim_removes_the_old_entry_and_adds_the_new_one() -> None
 
 
 def test_managed_hubs_migrating_and_deleting_clusters_leave_the_inventory() -> None:
-    for change in (
-        lambda o: o["metadata"].setdefault("labels", {}).update({DEPLOY_MODE_LABEL: "default"}),
-        lambda o: o["metadata"].setdefault("annotations", {}).update({MIGRATING_ANNOTATION: "hub2"}),
-        lambda o: o["metadata"].update({"deletionTimestamp": "2026-12-01T00:00:00Z"}),
+    for field, key, value in (
+        ("labels", DEPLOY_MODE_LABEL, "default"),
+        ("annotations", MIGRATING_ANNOTATION, "hub2"),
+        (None, "deletionTimestamp", "2026-12-01T00:00:00Z"),
     ):
         view = ClusterView()
         obj = cluster()
         view.observe(obj)
-        change(obj)
+        metadata = obj["metadata"]
+        (metadata.setdefault(field, {}) if field else metadata)[key] = value
         assert view.observe(obj) == [(CLUSTER, cluster_claim_id(obj), None)]
         assert view.objects == 0
 
@@ -122,8 +123,9 @@ def test_two_clusters_with_one_id_claim_report_only_the_first() -> None:
 def test_a_root_policy_gives_its_spec_with_an_empty_status_and_its_compliance() -> None:
     obj = policy({"c1": "Compliant", "c2": "NonCompliant", "c3": "Pending", "c4": None, "c5": "Terminating"})
     changes = {short: value for short, _, value in PolicyView().observe(obj)}
-    assert changes[POLICY] is not None and changes[POLICY]["status"] == {}
-    assert changes[POLICY]["spec"] == obj["spec"]
+    spec = changes[POLICY]
+    assert spec is not None and spec["status"] == {}
+    assert spec["spec"] == obj["spec"]
     assert changes[COMPLIANCE] == {
         "policyId": UID,
         "compliantClusters": ["c1"],
