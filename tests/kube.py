@@ -218,28 +218,35 @@ def create_claim(api: CustomObjectsApi, name: str, value: str) -> None:
 
 
 class CuttableProxy:
-    """Forwards 127.0.0.1:<port> to a target; :meth:`cut` drops every open connection (the watch breaks)."""
+    """Forwards 127.0.0.1:<port> to a target. :meth:`cut` drops every open connection (a watch breaks) and, with
+    ``hold``, refuses new ones until :meth:`resume`."""
 
-    def __init__(self, target_host: str, target_port: int) -> None:
+    def __init__(self, target_host: str, target_port: int, port: int = 0) -> None:
         self._target = (target_host, target_port)
-        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener = socket.create_server(("127.0.0.1", port))
         self.port = self._listener.getsockname()[1]
         self._open: list[socket.socket] = []
         self._lock = threading.Lock()
         self._closed = False
+        self._holding = False
         threading.Thread(target=self._accept, daemon=True).start()
 
     @property
     def url(self) -> str:
         return f"https://127.0.0.1:{self.port}"
 
-    def cut(self) -> None:
+    def cut(self, *, hold: bool = False) -> None:
         with self._lock:
+            self._holding = hold
             for sock in self._open:
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
                 sock.close()
             self._open.clear()
+
+    def resume(self) -> None:
+        with self._lock:
+            self._holding = False
 
     def close(self) -> None:
         self._closed = True
@@ -252,8 +259,14 @@ class CuttableProxy:
                 client, _ = self._listener.accept()
             except OSError:
                 return
+            with self._lock:
+                holding = self._holding
+            if holding:
+                client.close()
+                continue
             try:
                 upstream = socket.create_connection(self._target, timeout=10)
+                upstream.settimeout(None)
             except OSError:
                 client.close()
                 continue
@@ -272,6 +285,11 @@ class CuttableProxy:
         finally:
             with contextlib.suppress(OSError):
                 sink.shutdown(socket.SHUT_WR)
+
+
+def free_port() -> int:
+    with socket.create_server(("127.0.0.1", 0)) as sock:
+        return int(sock.getsockname()[1])
 
 
 def wait_for_api(stack_: KubeStack, timeout: float = 60) -> None:

@@ -80,27 +80,24 @@ class WatchEvent:
 
 @dataclass(frozen=True)
 class Credentials:
-    kubeconfig: str | None = None  # None: KUBECONFIG's default chain, or in-cluster
+    kubeconfig: str | None = None  # None: ~/.kube/config, unless in a cluster
     context: str | None = None
+    in_cluster: bool = False  # the pod's service account
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Credentials:
         env = os.environ if environ is None else environ
+        kubeconfig = env.get("GH_KUBECONFIG") or env.get("KUBECONFIG") or None
         return cls(
-            kubeconfig=env.get("GH_KUBECONFIG") or env.get("KUBECONFIG") or None,
+            kubeconfig=kubeconfig,
             context=env.get("GH_KUBE_CONTEXT") or None,
+            in_cluster=kubeconfig is None and bool(env.get("KUBERNETES_SERVICE_HOST")),
         )
-
-    def in_cluster(self, environ: Mapping[str, str] | None = None) -> bool:
-        env = os.environ if environ is None else environ
-        return self.kubeconfig is None and bool(env.get("KUBERNETES_SERVICE_HOST"))
 
     def describe(self) -> str:
-        if self.in_cluster():
+        if self.in_cluster:
             return "the pod's service account"
-        return f"kubeconfig {self.kubeconfig or '~/.kube/config'}" + (
-            f" (context {self.context})" if self.context else ""
-        )
+        return f"kubeconfig {self.kubeconfig or '~/.kube/config'}" + (f" (context {self.context})" if self.context else "")
 
 
 class Connector:
@@ -113,7 +110,7 @@ class Connector:
         """A client of the official library, with the credentials as they are now."""
         configuration = Configuration()
         try:
-            if self.credentials.in_cluster():
+            if self.credentials.in_cluster:
                 kube_config.load_incluster_config(client_configuration=configuration)
             else:
                 kube_config.load_kube_config(

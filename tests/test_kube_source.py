@@ -1,0 +1,376 @@
+"""The inventory watcher (``python -m agent_tasks.watch_kube``) against the real local API server and Redis.
+
+The watcher runs as the agent's ServiceAccount user with exactly the deployed ClusterRole (a bearer token; the
+API server asks the stack's stub for the token and for every permission):
+
+* creates, updates and deletes through the API reach the inventory, only when content changed;
+* a broken watch resumes from its resourceVersion, without relisting, and loses nothing;
+* a compacted resourceVersion (objects deleted straight in etcd behind a stopped API server) relists and removes;
+* wrong credentials, a missing permission and an unreachable server are clear errors, and the watcher recovers.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import pytest
+import redis
+from kubernetes.config import incluster_config
+
+from agent_tasks.inventory import RedisInventory
+from agent_tasks.kube.api import Connector, Credentials
+from agent_tasks.kube.resources import MANAGED_CLUSTERS, POLICIES
+from agent_tasks.kube.status import SourceStatus
+from agent_tasks.kube.views import CLUSTER, COMPLIANCE, CONSOLE_URL_CLAIM, HUB_INFO, POLICY
+from agent_tasks.metrics import AgentCollector
+from agent_tasks.types import HUB_INFO_KEY
+from globalhub.protocol.objects import CLUSTER_ID_CLAIM
+from tests.helpers import Process, python_argv, wait_for
+from tests.kube import (
+    CuttableProxy,
+    KubeStack,
+    claim_of,
+    create_claim,
+    create_cluster,
+    create_policy,
+    delete,
+    deployed_agent_rules,
+    free_port,
+    set_compliance,
+)
+
+pytestmark = pytest.mark.e2e
+HUB_ID = "9d2c7a9e-3b1f-4c55-8f0e-5a6b7c8d9e0f"
+
+
+@pytest.fixture
+def inventory(redis_client: redis.Redis, hub_name: str) -> Iterator[RedisInventory]:
+    yield RedisInventory(redis_client, hub_name)
+    keys = list(redis_client.scan_iter(match=f"gh:{hub_name}:*"))
+    if keys:
+        redis_client.delete(*keys)
+
+
+@pytest.fixture
+def watcher_env(process_env: dict[str, str], kube: KubeStack) -> dict[str, str]:
+    env = dict(process_env)
+    env.pop("KUBECONFIG", None)
+    env.update({"GH_KUBECONFIG": str(kube.agent_kubeconfig), "GH_KUBE_RETRY_MAX": "2s"})
+    return env
+
+
+def start_watcher(env: dict[str, str], log_dir: Path, processes: list[Process]) -> Process:
+    process = Process("watcher", python_argv("-m", "agent_tasks.watch_kube"), env, log_dir)
+    processes.append(process)
+    return process
+
+
+def source(client: redis.Redis, hub: str) -> dict[str, Any]:
+    return SourceStatus(client, hub).read() or {"resources": {}, "types": {}, "running": False}
+
+
+def resource_state(client: redis.Redis, hub: str, name: str) -> dict[str, Any]:
+    state: dict[str, Any] = source(client, hub)["resources"].get(name, {})
+    return state
+
+
+def all_connected(client: redis.Redis, hub: str) -> bool:
+    resources = source(client, hub)["resources"]
+    return len(resources) == 3 and all(row.get("connected") for row in resources.values())
+
+
+def entries(inventory: RedisInventory, short_type: str) -> dict[str, Any]:
+    return {object_id: json.loads(raw) for object_id, raw in inventory.list_encoded(short_type)}
+
+
+def metric(client: redis.Redis, hub: str, name: str, **labels: str) -> float | None:
+    for family in AgentCollector(client, hub).collect():
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return None
+
+
+def test_creates_updates_and_deletes_through_the_api_reach_the_inventory(
+    kube: KubeStack,
+    watcher_env: dict[str, str],
+    hub_name: str,
+    inventory: RedisInventory,
+    redis_client: redis.Redis,
+    tmp_path: Path,
+    processes: list[Process],
+) -> None:
+    api = kube.admin()
+    clusters = [create_cluster(api, hub_name, index) for index in range(3)]
+    names = [c["metadata"]["name"] for c in clusters]
+    policy = create_policy(api, 0, {names[0]: "Compliant", names[1]: "NonCompliant", names[2]: "Pending"})
+    uid = policy["metadata"]["uid"]
+    create_claim(api, CLUSTER_ID_CLAIM, HUB_ID)
+    create_claim(api, CONSOLE_URL_CLAIM, "https://console.hub.example.com")
+    watcher_env["GH_HUB_GRAFANA_URL"] = "https://grafana.hub.example.com"
+    start_watcher(watcher_env, tmp_path, processes)
+
+    wait_for(lambda: inventory.ids(CLUSTER) == {claim_of(c) for c in clusters}, timeout=60, what="the clusters")
+    wait_for(lambda: inventory.ids(COMPLIANCE) == {uid}, timeout=30, what="the policy's compliance")
+    assert inventory.ids(POLICY) == {uid}
+    assert entries(inventory, COMPLIANCE)[uid] == {
+        "policyId": uid,
+        "compliantClusters": [names[0]],
+        "nonCompliantClusters": [names[1]],
+        "unknownComplianceClusters": [],
+        "pendingComplianceClusters": [names[2]],
+    }
+    wait_for(lambda: inventory.ids(HUB_INFO) == {HUB_INFO_KEY}, timeout=30, what="the hub info")
+    assert entries(inventory, HUB_INFO)[HUB_INFO_KEY] == {
+        "consoleURL": "https://console.hub.example.com",
+        "grafanaURL": "https://grafana.hub.example.com",
+        "mchVersion": "",
+        "clusterId": HUB_ID,
+    }
+    wait_for(lambda: all_connected(redis_client, hub_name), timeout=30, what="three open watches")
+    spec_changes = inventory.log_position(POLICY).added
+
+    # Changes through the API: a label, a compliance flip, a new cluster, a deleted cluster.
+    api.patch_cluster_custom_object(
+        MANAGED_CLUSTERS.group, MANAGED_CLUSTERS.version, MANAGED_CLUSTERS.plural, names[0],
+        {"metadata": {"labels": {"environment": "moved"}}},
+    )  # fmt: skip
+    set_compliance(api, policy["metadata"]["namespace"], policy["metadata"]["name"], {names[0]: "NonCompliant"})
+    joined = create_cluster(api, hub_name, 10)
+    delete(api, MANAGED_CLUSTERS, names[1])
+
+    expected = {claim_of(clusters[0]), claim_of(clusters[2]), claim_of(joined)}
+    wait_for(lambda: inventory.ids(CLUSTER) == expected, timeout=30, what="the join and the leave")
+    wait_for(
+        lambda: (inventory.get(CLUSTER, claim_of(clusters[0])) or {})["metadata"]["labels"]["environment"] == "moved",
+        timeout=30,
+        what="the label change",
+    )
+    wait_for(
+        lambda: entries(inventory, COMPLIANCE)[uid]["nonCompliantClusters"] == [names[0]],
+        timeout=30,
+        what="the compliance change",
+    )
+    assert inventory.log_position(POLICY).added == spec_changes, "a status-only update rewrote the policy's spec"
+
+    delete(api, POLICIES, policy["metadata"]["name"], policy["metadata"]["namespace"])
+    wait_for(lambda: not inventory.ids(POLICY) and not inventory.ids(COMPLIANCE), timeout=30, what="policy removal")
+
+    counts = {CLUSTER: 3, POLICY: 0, COMPLIANCE: 0, HUB_INFO: 1}
+    wait_for(lambda: source(redis_client, hub_name)["types"] == counts, timeout=10, what="the published counts")
+    state = source(redis_client, hub_name)
+    assert state["running"]
+    clusters_state = state["resources"]["managedclusters"]
+    assert clusters_state["objects"] == 3 and clusters_state["relists"] == 1 and clusters_state["errors"] == 0
+    assert clusters_state["last_event_age_seconds"] < 60
+
+
+def test_a_broken_watch_resumes_from_its_resource_version_and_loses_nothing(
+    kube: KubeStack,
+    watcher_env: dict[str, str],
+    hub_name: str,
+    inventory: RedisInventory,
+    redis_client: redis.Redis,
+    tmp_path: Path,
+    processes: list[Process],
+) -> None:
+    api = kube.admin()
+    clusters = [create_cluster(api, hub_name, index) for index in range(3)]
+    host, port = kube.server.removeprefix("https://").split(":")
+    proxy = CuttableProxy(host, int(port))
+    try:
+        watcher_env["GH_KUBECONFIG"] = str(kube.kubeconfig(tmp_path / "proxied.kubeconfig", server=proxy.url))
+        start_watcher(watcher_env, tmp_path, processes)
+        wait_for(lambda: inventory.ids(CLUSTER) == {claim_of(c) for c in clusters}, timeout=60, what="the list")
+        wait_for(lambda: all_connected(redis_client, hub_name), timeout=30, what="three open watches")
+
+        proxy.cut(hold=True)  # every watch breaks; reconnecting fails while the hub changes
+        joined = create_cluster(api, hub_name, 20)
+        delete(api, MANAGED_CLUSTERS, clusters[0]["metadata"]["name"])
+        wait_for(
+            lambda: resource_state(redis_client, hub_name, "managedclusters").get("errors", 0) >= 1,
+            timeout=30,
+            what="the broken watch to be noticed",
+        )
+        assert inventory.ids(CLUSTER) == {claim_of(c) for c in clusters}
+        proxy.resume()
+
+        expected = {claim_of(clusters[1]), claim_of(clusters[2]), claim_of(joined)}
+        wait_for(lambda: inventory.ids(CLUSTER) == expected, timeout=60, what="the changes made while it was broken")
+        wait_for(lambda: all_connected(redis_client, hub_name), timeout=30, what="the watches to be open again")
+        state = wait_for(
+            lambda: (s := resource_state(redis_client, hub_name, "managedclusters"))["watch_restarts"] >= 2 and s,
+            timeout=10,
+            what="the resumed watch in the published state",
+        )
+        assert state["relists"] == 1, "a broken watch must resume, not relist"
+    finally:
+        proxy.close()
+
+
+def test_a_compacted_resource_version_relists_and_removes_what_was_deleted_behind_the_api_server(
+    kube: KubeStack,
+    watcher_env: dict[str, str],
+    hub_name: str,
+    inventory: RedisInventory,
+    redis_client: redis.Redis,
+    tmp_path: Path,
+    processes: list[Process],
+) -> None:
+    api = kube.admin()
+    clusters = [create_cluster(api, hub_name, index) for index in range(4)]
+    policy = create_policy(api, 0, {clusters[0]["metadata"]["name"]: "Compliant"})
+    start_watcher(watcher_env, tmp_path, processes)
+    wait_for(lambda: inventory.ids(CLUSTER) == {claim_of(c) for c in clusters}, timeout=60, what="the list")
+    wait_for(lambda: inventory.ids(POLICY) == {policy["metadata"]["uid"]}, timeout=30, what="the policy")
+
+    kube.stop_apiserver()
+    kube.etcd_delete(MANAGED_CLUSTERS, clusters[0]["metadata"]["name"])
+    kube.etcd_delete(POLICIES, policy["metadata"]["name"], policy["metadata"]["namespace"])
+    kube.compact()
+    kube.start_apiserver()
+
+    expected = {claim_of(c) for c in clusters[1:]}
+    wait_for(lambda: inventory.ids(CLUSTER) == expected, timeout=90, what="the cluster deleted in etcd to leave")
+    wait_for(lambda: not inventory.ids(POLICY) and not inventory.ids(COMPLIANCE), timeout=30, what="the policy")
+    wait_for(
+        lambda: resource_state(redis_client, hub_name, "managedclusters")["relists"] == 2,
+        timeout=10,
+        what="the relist in the published state",
+    )
+    wait_for(
+        lambda: (
+            metric(redis_client, hub_name, "globalhub_agent_source_relists_total", resource="managedclusters") == 2.0
+        ),
+        timeout=10,
+        what="the relist in the metrics",
+    )
+    # The removals are in the change log, so they reach the manager as deletes with the next delta.
+    log: list[tuple[bytes, dict[bytes, bytes]]] = redis_client.xrange(inventory.changes_key(CLUSTER))  # type: ignore[assignment]
+    assert (b"op", b"delete") in [item for _, fields in log for item in fields.items()]
+
+
+def test_wrong_credentials_are_a_clear_error_and_the_watcher_recovers_when_they_are_fixed(
+    kube: KubeStack,
+    watcher_env: dict[str, str],
+    hub_name: str,
+    inventory: RedisInventory,
+    redis_client: redis.Redis,
+    tmp_path: Path,
+    processes: list[Process],
+) -> None:
+    cluster = create_cluster(kube.admin(), hub_name, 0)
+    kubeconfig = kube.kubeconfig(tmp_path / "agent.kubeconfig", token="not-a-token")
+    watcher_env["GH_KUBECONFIG"] = str(kubeconfig)
+    watcher = start_watcher(watcher_env, tmp_path, processes)
+
+    error = wait_for(
+        lambda: resource_state(redis_client, hub_name, "managedclusters").get("last_error"),
+        timeout=30,
+        what="the error",
+    )
+    assert "401 Unauthorized" in error
+    assert "401 Unauthorized" in watcher.log_text()
+    assert not inventory.ids(CLUSTER)
+
+    kube.kubeconfig(kubeconfig)  # the right token, in the same file
+    wait_for(lambda: inventory.ids(CLUSTER) == {claim_of(cluster)}, timeout=60, what="recovery")
+    wait_for(lambda: all_connected(redis_client, hub_name), timeout=30, what="three open watches")
+    assert watcher.is_running()
+
+
+def test_a_missing_permission_is_a_clear_403_and_the_watcher_recovers_when_it_is_granted(
+    kube: KubeStack,
+    watcher_env: dict[str, str],
+    hub_name: str,
+    inventory: RedisInventory,
+    redis_client: redis.Redis,
+    tmp_path: Path,
+    processes: list[Process],
+) -> None:
+    cluster = create_cluster(kube.admin(), hub_name, 0)
+    rules = deployed_agent_rules()
+    kube.grant_agent([{**rule, "verbs": ["get", "list"]} for rule in rules])  # no watch
+    start_watcher(watcher_env, tmp_path, processes)
+
+    error = wait_for(
+        lambda: resource_state(redis_client, hub_name, "managedclusters").get("last_error"),
+        timeout=30,
+        what="the error",
+    )
+    assert "403 Forbidden" in error and "get, list and watch on managedclusters" in error
+    assert inventory.ids(CLUSTER) == {claim_of(cluster)}  # it could list, not watch
+
+    kube.grant_agent(rules)
+    wait_for(lambda: all_connected(redis_client, hub_name), timeout=60, what="three open watches")
+    joined = create_cluster(kube.admin(), hub_name, 1)
+    wait_for(lambda: claim_of(joined) in inventory.ids(CLUSTER), timeout=30, what="a change after the grant")
+
+
+def test_an_unreachable_server_is_a_clear_error_and_the_watcher_connects_when_it_answers(
+    kube: KubeStack,
+    watcher_env: dict[str, str],
+    hub_name: str,
+    inventory: RedisInventory,
+    redis_client: redis.Redis,
+    tmp_path: Path,
+    processes: list[Process],
+) -> None:
+    cluster = create_cluster(kube.admin(), hub_name, 0)
+    port = free_port()
+    watcher_env["GH_KUBECONFIG"] = str(kube.kubeconfig(tmp_path / "k.kubeconfig", server=f"https://127.0.0.1:{port}"))
+    start_watcher(watcher_env, tmp_path, processes)
+    error = wait_for(
+        lambda: resource_state(redis_client, hub_name, "managedclusters").get("last_error"),
+        timeout=30,
+        what="the error",
+    )
+    assert "cannot reach the API server" in error
+
+    host, target = kube.server.removeprefix("https://").split(":")
+    proxy = CuttableProxy(host, int(target), port=port)  # the server "comes up" at that address
+    try:
+        wait_for(lambda: inventory.ids(CLUSTER) == {claim_of(cluster)}, timeout=60, what="the first list")
+        wait_for(lambda: all_connected(redis_client, hub_name), timeout=30, what="three open watches")
+    finally:
+        proxy.close()
+
+
+def test_watches_ask_for_bookmarks_and_the_server_sends_them(kube: KubeStack, hub_name: str) -> None:
+    api = Connector(Credentials(kubeconfig=str(kube.agent_kubeconfig))).open()
+    try:
+        page = api.list_page(MANAGED_CLUSTERS, limit=10)
+        stream = api.watch(MANAGED_CLUSTERS, page.resource_version, timeout_seconds=5)
+        # The server sends a bookmark shortly before a watch times out (and every minute), once its resourceVersion
+        # has moved past the watcher's.
+        create_cluster(kube.admin(), hub_name, 0)
+        events = list(stream)
+    finally:
+        api.close()
+    assert events and events[0].type == "ADDED"
+    bookmarks = [event for event in events if event.type == "BOOKMARK"]
+    assert bookmarks and int(bookmarks[-1].resource_version) >= int(events[0].resource_version)
+
+
+def test_in_a_pod_the_service_account_token_is_used(kube: KubeStack, tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text(kube.agent_token())
+    host, port = kube.server.removeprefix("https://").split(":")
+    env = {"KUBERNETES_SERVICE_HOST": host, "KUBERNETES_SERVICE_PORT": port}
+    credentials = Credentials.from_env(env)
+    assert credentials.in_cluster and credentials.describe() == "the pod's service account"
+    # A pod's token and CA are at fixed paths; this machine is no pod, so they are pointed elsewhere.
+    with (
+        mock.patch.dict("os.environ", env),
+        mock.patch.object(incluster_config, "SERVICE_TOKEN_FILENAME", str(token)),
+        mock.patch.object(incluster_config, "SERVICE_CERT_FILENAME", str(kube.ca_file)),
+    ):
+        api = Connector(credentials).open()
+        try:
+            assert api.list_page(MANAGED_CLUSTERS, limit=1).resource_version
+        finally:
+            api.close()
