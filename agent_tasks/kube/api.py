@@ -4,8 +4,9 @@ Built on the official ``kubernetes`` client for what it does well (kubeconfig an
 certificates, bearer tokens, exec plugins, token refresh, TLS); lists and watches read the raw responses and parse
 them with orjson, so a 10,000-object list is not turned into model classes first.
 
-Credentials, in client-go's order: ``KUBECONFIG`` (or ``GH_KUBECONFIG``) when set; otherwise the pod's service
-account when running in a cluster; otherwise ``~/.kube/config``. They are read again on every :meth:`Connector.open`,
+Credentials, in client-go's order: a kubeconfig when ``GH_KUBECONFIG`` or ``KUBECONFIG`` names one (the first wins;
+``GH_KUBE_CONTEXT`` picks a context); otherwise the pod's service account when running in a cluster; otherwise
+``~/.kube/config``. They are read again on every :meth:`Connector.open`,
 so a fixed kubeconfig or a rotated token takes effect at the next retry.
 """
 
@@ -97,7 +98,8 @@ class Credentials:
     def describe(self) -> str:
         if self.in_cluster:
             return "the pod's service account"
-        return f"kubeconfig {self.kubeconfig or '~/.kube/config'}" + (f" (context {self.context})" if self.context else "")
+        context = f" (context {self.context})" if self.context else ""
+        return f"kubeconfig {self.kubeconfig or '~/.kube/config'}{context}"
 
 
 class Connector:
