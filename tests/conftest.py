@@ -101,10 +101,16 @@ def processes(tmp_path: Path) -> Iterator[list[Process]]:
 
 
 @pytest.fixture
-def kube() -> KubeStack:
-    """The local Kubernetes API server, running, empty, and granting the agent exactly its deployed ClusterRole."""
+def kube() -> Iterator[KubeStack]:
+    """The local Kubernetes API server, running, empty, and granting the agent exactly its deployed ClusterRole.
+
+    Left running and empty afterwards, for the next test (and the demo).
+    """
     stack = KubeStack.from_env()
     stack.ensure_up()
     stack.grant_agent(deployed_agent_rules())
     stack.wipe()
-    return stack
+    yield stack
+    stack.ensure_up()
+    stack.grant_agent(deployed_agent_rules())
+    stack.wipe()
