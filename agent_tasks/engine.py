@@ -41,6 +41,9 @@ RESYNC_LOCK_SECONDS = 900  # a lock outlives a crashed holder by at most this lo
 SYNC_LOCK_SECONDS = 120
 DRAIN_WAIT_SECONDS = 30.0  # how long a drain waits for a delta of the same type to finish
 DRAIN_SPACING = 1.0  # one queued type per second, as upstream's 1-second ticker
+# Beat's ticks come about a second apart, a little early or late. Without slack, a 1 s interval checked at ticks
+# 0.98 s apart would be due only every other tick (2 s). A send due within this much of a tick goes at that tick.
+DUE_SLACK = 0.25
 
 
 @dataclass
@@ -220,7 +223,7 @@ class _Busy(Exception):
 
 
 def _due(last: float | None, interval: timedelta, now: float) -> bool:
-    return last is None or now >= last + interval.total_seconds()
+    return last is None or now + DUE_SLACK >= last + interval.total_seconds()
 
 
 def _release(lock: Lock) -> None:

@@ -827,7 +827,7 @@ def open_target(name: str, config: AgentConfig) -> tuple[Target, Callable[[], No
         from agent_tasks.kube.api import Connector, Credentials
         from agent_tasks.simulate_kube import KubeTarget
 
-        target = KubeTarget(Connector(Credentials.from_env()).client(), config.hub_name)
+        target = KubeTarget(Connector(Credentials.from_env()).open(), config.hub_name)
         return target, target.close
     client = redis.Redis.from_url(config.redis_url)
     return RedisInventory(client, config.hub_name), client.close

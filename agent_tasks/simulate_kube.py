@@ -24,10 +24,8 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final
 
-from kubernetes.client import ApiClient, CustomObjectsApi
-from kubernetes.client.exceptions import ApiException
-
 from agent_tasks.inventory import Change
+from agent_tasks.kube.api import Conflict, KubeApi, NotFound
 from agent_tasks.kube.resources import CLUSTER_CLAIMS, MANAGED_CLUSTERS, POLICIES, Resource
 from agent_tasks.kube.views import CONSOLE_URL_CLAIM, MCH_VERSION_CLAIM
 from agent_tasks.simulate import CLUSTER, COMPLIANCE, HUB_INFO, POLICY, Compliance, policy_status
@@ -44,8 +42,8 @@ WORKERS: Final = 4  # requests in flight: the API server and this process overla
 class KubeTarget:
     """Writes the simulator's changes as API calls. Ids are the inventory's: claim ids and the simulator's UIDs."""
 
-    def __init__(self, client: ApiClient, hub: str) -> None:
-        self._api = CustomObjectsApi(client)
+    def __init__(self, api: KubeApi, hub: str) -> None:
+        self._api = api
         self._hub = hub
         self._clusters: dict[str, str] = {}  # claim id -> ManagedCluster name
         self._policies: dict[str, tuple[str, str]] = {}  # the simulator's policy uid -> (namespace, name)
@@ -53,6 +51,7 @@ class KubeTarget:
 
     def close(self) -> None:
         self._pool.shutdown()
+        self._api.close()
 
     # --- the inventory's write and read calls ----------------------------------------------------------------------
 
@@ -151,51 +150,23 @@ class KubeTarget:
         exists = known
         if not known:
             try:
-                self._create(resource, namespace, body)
-            except ApiException as error:
-                if error.status != 409:
-                    raise
+                self._api.create(resource, body, namespace)
+            except Conflict:
                 exists = True  # left by an earlier run
         if exists:
             patch = {"metadata": {"labels": metadata["labels"], "annotations": metadata.get("annotations")}}
             if "spec" in body:
                 patch["spec"] = body["spec"]
-            self._patch(resource, name, namespace, patch)
+            self._api.patch(resource, name, patch, namespace)
         if obj.get("status"):
             self._patch_status(resource, name, namespace, obj["status"])
 
-    def _create(self, resource: Resource, namespace: str | None, body: dict[str, Any]) -> None:
-        g, v, p = resource.group, resource.version, resource.plural
-        if namespace:
-            self._api.create_namespaced_custom_object(g, v, namespace, p, body)
-        else:
-            self._api.create_cluster_custom_object(g, v, p, body)
-
-    def _patch(self, resource: Resource, name: str, namespace: str | None, patch: dict[str, Any]) -> None:
-        g, v, p = resource.group, resource.version, resource.plural
-        if namespace:
-            self._api.patch_namespaced_custom_object(g, v, namespace, p, name, patch)
-        else:
-            self._api.patch_cluster_custom_object(g, v, p, name, patch)
-
     def _patch_status(self, resource: Resource, name: str, namespace: str | None, status: dict[str, Any]) -> None:
-        g, v, p = resource.group, resource.version, resource.plural
         # A merge patch replaces lists whole: the per-cluster status list is exactly the new one.
-        if namespace:
-            self._api.patch_namespaced_custom_object_status(g, v, namespace, p, name, {"status": status})
-        else:
-            self._api.patch_cluster_custom_object_status(g, v, p, name, {"status": status})
+        self._api.patch(resource, name, {"status": status}, namespace, status=True)
 
     def _delete(self, resource: Resource, name: str, namespace: str | None) -> None:
-        g, v, p = resource.group, resource.version, resource.plural
-        try:
-            if namespace:
-                self._api.delete_namespaced_custom_object(g, v, namespace, p, name)
-            else:
-                self._api.delete_cluster_custom_object(g, v, p, name)
-        except ApiException as error:
-            if error.status != 404:
-                raise
+        self._api.delete(resource, name, namespace)
 
     def _get(self, short_type: str, object_id: str) -> bytes | None:
         if short_type == CLUSTER:
@@ -205,21 +176,10 @@ class KubeTarget:
             resource = POLICIES
         if name is None:
             return None
-        g, v, p = resource.group, resource.version, resource.plural
         try:
-            if namespace:
-                obj = self._api.get_namespaced_custom_object(g, v, namespace, p, name)
-            else:
-                obj = self._api.get_cluster_custom_object(g, v, p, name)
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise
-        return jsonutil.dumps(obj)
+            return jsonutil.dumps(self._api.get(resource, name, namespace))
+        except NotFound:
+            return None
 
     def _list(self, resource: Resource) -> list[dict[str, Any]]:
-        selector = f"{SIMULATED_LABEL}={self._hub}"
-        body = self._api.list_cluster_custom_object(
-            resource.group, resource.version, resource.plural, label_selector=selector
-        )
-        return list(body.get("items") or [])
+        return self._api.list_all(resource, label_selector=f"{SIMULATED_LABEL}={self._hub}")

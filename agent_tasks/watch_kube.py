@@ -55,9 +55,9 @@ class InventoryWatcher:
         }
 
     def stop(self) -> None:
+        """Stop at once: a watch may be waiting minutes for the server; nothing is lost by leaving it (the threads
+        are daemons, and a restart relists)."""
         self.stop_event.set()
-        for watcher in self.watchers:
-            watcher.interrupt()
 
     def run(self) -> None:
         threads = [
@@ -68,8 +68,9 @@ class InventoryWatcher:
         log.info("hub=%s inventory watcher started (%s)", self._config.hub_name, self._header["credentials"])
         while not self.stop_event.wait(PUBLISH_EVERY):
             self.publish()
-        for thread in threads:
-            thread.join(timeout=10)
+        for watcher in self.watchers:
+            with watcher.state.lock:
+                watcher.state.connected = False
         self.publish()
         log.info("hub=%s inventory watcher stopped", self._config.hub_name)
 
@@ -83,6 +84,7 @@ class InventoryWatcher:
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("httpx2").setLevel(logging.WARNING)  # a line per request; the watcher logs what matters
     config = AgentConfig.from_env()
     settings = KubeSourceSettings.from_env()
     watcher = InventoryWatcher(config, settings, redis.Redis.from_url(config.redis_url))

@@ -19,14 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from kubernetes import config as kube_config
-from kubernetes.client import CustomObjectsApi
-from kubernetes.client.exceptions import ApiException
 
+from agent_tasks.kube.api import Connector, Credentials, KubeApi
 from agent_tasks.kube.resources import CLUSTER_CLAIMS, MANAGED_CLUSTERS, POLICIES, RESOURCES, Resource
 from agent_tasks.simulate import make_cluster, make_policy
 from globalhub.protocol.objects import CLUSTER_ID_CLAIM
-from tests.helpers import REPO, wait_for
+from tests.helpers import REPO
 
 AGENT_USER = "system:serviceaccount:globalhub-agent:globalhub-agent"
 RBAC = REPO / "deploy" / "agent" / "base" / "rbac.yaml"
@@ -56,8 +54,9 @@ class KubeStack:
 
     # --- clients -----------------------------------------------------------------------------------------------
 
-    def admin(self) -> CustomObjectsApi:
-        return CustomObjectsApi(kube_config.new_client_from_config(str(self.admin_kubeconfig)))
+    def admin(self) -> KubeApi:
+        """A connection with every right (a client certificate in system:masters); the caller closes it."""
+        return Connector(Credentials(kubeconfig=str(self.admin_kubeconfig))).open()
 
     @property
     def server(self) -> str:
@@ -97,9 +96,12 @@ class KubeStack:
     def wipe(self) -> None:
         """Delete every ManagedCluster, Policy and ClusterClaim."""
         api = self.admin()
-        for resource in RESOURCES:
-            for obj in list_all(api, resource):
-                delete(api, resource, obj["metadata"]["name"], obj["metadata"].get("namespace"))
+        try:
+            for resource in RESOURCES:
+                for obj in api.list_all(resource):
+                    api.delete(resource, obj["metadata"]["name"], obj["metadata"].get("namespace"))
+        finally:
+            api.close()
 
     def grant_agent(self, rules: list[dict[str, Any]]) -> None:
         """What the agent's user may do from now on (the API server asks within a second)."""
@@ -145,19 +147,12 @@ def stack(*args: str) -> None:
 # --- objects ------------------------------------------------------------------------------------------------------
 
 
-def list_all(api: CustomObjectsApi, resource: Resource) -> list[dict[str, Any]]:
-    return list(api.list_cluster_custom_object(resource.group, resource.version, resource.plural)["items"])
+def list_all(api: KubeApi, resource: Resource) -> list[dict[str, Any]]:
+    return api.list_all(resource)
 
 
-def delete(api: CustomObjectsApi, resource: Resource, name: str, namespace: str | None = None) -> None:
-    try:
-        if namespace:
-            api.delete_namespaced_custom_object(resource.group, resource.version, namespace, resource.plural, name)
-        else:
-            api.delete_cluster_custom_object(resource.group, resource.version, resource.plural, name)
-    except ApiException as error:
-        if error.status != 404:
-            raise
+def delete(api: KubeApi, resource: Resource, name: str, namespace: str | None = None) -> None:
+    api.delete(resource, name, namespace)
 
 
 def _creatable(obj: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -167,15 +162,11 @@ def _creatable(obj: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     return body, obj.get("status") or {}
 
 
-def create_cluster(api: CustomObjectsApi, hub: str, index: int, seed: int = 1) -> dict[str, Any]:
+def create_cluster(api: KubeApi, hub: str, index: int, seed: int = 1) -> dict[str, Any]:
     """A realistic ManagedCluster (the simulator's), with its status; returns the stored object."""
     body, status = _creatable(make_cluster(hub, index, random.Random(f"{seed}:{index}")))
-    r = MANAGED_CLUSTERS
-    api.create_cluster_custom_object(r.group, r.version, r.plural, body)
-    stored: dict[str, Any] = api.patch_cluster_custom_object_status(
-        r.group, r.version, r.plural, body["metadata"]["name"], {"status": status}
-    )
-    return stored
+    api.create(MANAGED_CLUSTERS, body)
+    return api.patch(MANAGED_CLUSTERS, body["metadata"]["name"], {"status": status}, status=True)
 
 
 def claim_of(cluster: dict[str, Any]) -> str:
@@ -183,35 +174,32 @@ def claim_of(cluster: dict[str, Any]) -> str:
 
 
 def create_policy(
-    api: CustomObjectsApi, index: int, compliance: dict[str, str], namespace: str | None = None, seed: int = 1
+    api: KubeApi, index: int, compliance: dict[str, str], namespace: str | None = None, seed: int = 1
 ) -> dict[str, Any]:
     """A root Policy with per-cluster compliance in its status (cluster name -> Compliant/NonCompliant/Pending/"")."""
     policy = make_policy(index, random.Random(f"{seed}:policy:{index}"))
     if namespace:
         policy["metadata"]["namespace"] = namespace
     body, _ = _creatable(policy)
-    r = POLICIES
-    ns = body["metadata"]["namespace"]
-    api.create_namespaced_custom_object(r.group, r.version, ns, r.plural, body)
-    return set_compliance(api, ns, body["metadata"]["name"], compliance)
+    api.create(POLICIES, body, body["metadata"]["namespace"])
+    return set_compliance(api, body["metadata"]["namespace"], body["metadata"]["name"], compliance)
 
 
-def set_compliance(api: CustomObjectsApi, namespace: str, name: str, compliance: dict[str, str]) -> dict[str, Any]:
+def set_compliance(api: KubeApi, namespace: str, name: str, compliance: dict[str, str]) -> dict[str, Any]:
     entries = [
         {"clustername": cluster, "clusternamespace": cluster, **({"compliant": state} if state else {})}
         for cluster, state in compliance.items()
     ]
-    r = POLICIES
-    stored: dict[str, Any] = api.patch_namespaced_custom_object_status(
-        r.group, r.version, namespace, r.plural, name, {"status": {"status": entries}}
-    )
-    return stored
+    return api.patch(POLICIES, name, {"status": {"status": entries}}, namespace, status=True)
 
 
-def create_claim(api: CustomObjectsApi, name: str, value: str) -> None:
+def set_label(api: KubeApi, name: str, key: str, value: str) -> dict[str, Any]:
+    return api.patch(MANAGED_CLUSTERS, name, {"metadata": {"labels": {key: value}}})
+
+
+def create_claim(api: KubeApi, name: str, value: str) -> None:
     r = CLUSTER_CLAIMS
-    body = {"apiVersion": r.api_version, "kind": r.kind, "metadata": {"name": name}, "spec": {"value": value}}
-    api.create_cluster_custom_object(r.group, r.version, r.plural, body)
+    api.create(r, {"apiVersion": r.api_version, "kind": r.kind, "metadata": {"name": name}, "spec": {"value": value}})
 
 
 # --- a TCP proxy whose connections a test can cut ------------------------------------------------------------------
@@ -290,16 +278,3 @@ class CuttableProxy:
 def free_port() -> int:
     with socket.create_server(("127.0.0.1", 0)) as sock:
         return int(sock.getsockname()[1])
-
-
-def wait_for_api(stack_: KubeStack, timeout: float = 60) -> None:
-    api = stack_.admin()
-    wait_for(lambda: _answers(api), timeout=timeout, what="the API server to answer")
-
-
-def _answers(api: CustomObjectsApi) -> bool:
-    try:
-        list_all(api, MANAGED_CLUSTERS)
-    except Exception:
-        return False
-    return True

@@ -239,6 +239,23 @@ def test_a_delta_waits_for_its_interval(harness: Harness) -> None:
     assert [m.short_type for m in harness.sent(1)] == [CLUSTERS]
 
 
+def test_a_one_second_interval_sends_at_every_tick_even_when_ticks_come_a_little_early(harness: Harness) -> None:
+    populate(harness, 2)
+    quiet_start(harness)
+    harness.agent.intervals.set("managedcluster=1s")
+    harness.clock.advance(1)
+    harness.agent.sync()  # the last quiet check: the interval counts from here
+    for index in range(3):
+        harness.inventory.apply(CLUSTERS, cluster_changes(harness.hub, 1, seed=6, start=60 + index))
+        harness.clock.advance(0.9)  # beat's ticks are about, not exactly, a second apart
+        harness.agent.sync()
+        assert [m.short_type for m in harness.sent(1)] == [CLUSTERS], f"tick {index} sent nothing"
+    harness.clock.advance(0.7)  # well before the interval: nothing, even with a change waiting
+    harness.inventory.apply(CLUSTERS, cluster_changes(harness.hub, 1, seed=6, start=70))
+    harness.agent.sync()
+    assert [m for m in harness.reader.read(timeout=1.0) if m.short_type == CLUSTERS] == []
+
+
 def test_an_interval_changed_at_run_time_applies_at_the_next_tick(harness: Harness) -> None:
     populate(harness, 2)
     quiet_start(harness)

@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 import redis
 from django.utils import timezone
-from kubernetes.client import CustomObjectsApi
 
+from agent_tasks.kube.api import KubeApi
 from agent_tasks.kube.resources import MANAGED_CLUSTERS, POLICIES
 from agent_tasks.kube.status import SourceStatus
 from globalhub.manager.models import Hub, HubInfo, LocalCompliance, LocalPolicy, ManagedCluster, ResyncProgress
@@ -42,6 +42,7 @@ from tests.kube import (
     free_port,
     list_all,
     set_compliance,
+    set_label,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -56,7 +57,7 @@ _STATES = {"Compliant": "compliant", "NonCompliant": "non_compliant", "Pending":
 # --- the two sides, compared ---------------------------------------------------------------------------------------
 
 
-def api_clusters(api: CustomObjectsApi) -> set[str]:
+def api_clusters(api: KubeApi) -> set[str]:
     claims = set()
     for cluster in list_all(api, MANAGED_CLUSTERS):
         for claim in (cluster.get("status") or {}).get("clusterClaims") or []:
@@ -65,11 +66,11 @@ def api_clusters(api: CustomObjectsApi) -> set[str]:
     return claims
 
 
-def api_policies(api: CustomObjectsApi) -> set[str]:
+def api_policies(api: KubeApi) -> set[str]:
     return {policy["metadata"]["uid"] for policy in list_all(api, POLICIES)}
 
 
-def api_compliance(api: CustomObjectsApi) -> set[tuple[str, str, str]]:
+def api_compliance(api: KubeApi) -> set[tuple[str, str, str]]:
     rows = set()
     for policy in list_all(api, POLICIES):
         for item in (policy.get("status") or {}).get("status") or []:
@@ -93,7 +94,7 @@ def manager_compliance(hub: str) -> set[tuple[str, str, str]]:
     return {(str(policy), cluster, state) for policy, cluster, state in rows}
 
 
-def converged(api: CustomObjectsApi, hub: str) -> bool:
+def converged(api: KubeApi, hub: str) -> bool:
     return (
         manager_clusters(hub) == api_clusters(api)
         and manager_policies(hub) == api_policies(api)
@@ -101,7 +102,7 @@ def converged(api: CustomObjectsApi, hub: str) -> bool:
     )
 
 
-def wait_converged(api: CustomObjectsApi, hub: str, timeout: float, what: str) -> None:
+def wait_converged(api: KubeApi, hub: str, timeout: float, what: str) -> None:
     def describe() -> bool | str:
         return converged(api, hub) or (
             f"clusters {len(manager_clusters(hub))}/{len(api_clusters(api))}, policies"
@@ -141,7 +142,7 @@ def start_hub(env: dict[str, str], log_dir: Path, processes: list[Process], pref
     processes.append(Process(f"{prefix}-watcher", python_argv("-m", "agent_tasks.watch_kube"), env, log_dir))
 
 
-def populate(api: CustomObjectsApi, hub: str, clusters: int) -> list[dict[str, Any]]:
+def populate(api: KubeApi, hub: str, clusters: int) -> list[dict[str, Any]]:
     created = [create_cluster(api, hub, index) for index in range(clusters)]
     names = [c["metadata"]["name"] for c in created]
     states = ["Compliant", "NonCompliant", "Pending", ""]
@@ -186,10 +187,7 @@ def test_api_changes_reach_the_manager_as_deltas_and_a_requested_resync_lists_ex
     # Deltas: a label change, a join, a leave, a compliance change, a new policy, a deleted policy.
     resyncs_before = completed_resyncs(hub_name, EventType.MANAGED_CLUSTER)
     names = [c["metadata"]["name"] for c in clusters]
-    api.patch_cluster_custom_object(
-        MANAGED_CLUSTERS.group, MANAGED_CLUSTERS.version, MANAGED_CLUSTERS.plural, names[0],
-        {"metadata": {"labels": {"environment": "moved"}}},
-    )  # fmt: skip
+    set_label(api, names[0], "environment", "moved")
     create_cluster(api, hub_name, 100)
     delete(api, MANAGED_CLUSTERS, names[1])
     policies = list_all(api, POLICIES)

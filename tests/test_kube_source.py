@@ -11,6 +11,7 @@ API server asks the stack's stub for the token and for every permission):
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +20,6 @@ from unittest import mock
 
 import pytest
 import redis
-from kubernetes.config import incluster_config
 
 from agent_tasks.inventory import RedisInventory
 from agent_tasks.kube.api import Connector, Credentials
@@ -41,6 +41,7 @@ from tests.kube import (
     deployed_agent_rules,
     free_port,
     set_compliance,
+    set_label,
 )
 
 pytestmark = pytest.mark.e2e
@@ -135,10 +136,7 @@ def test_creates_updates_and_deletes_through_the_api_reach_the_inventory(
     spec_changes = inventory.log_position(POLICY).added
 
     # Changes through the API: a label, a compliance flip, a new cluster, a deleted cluster.
-    api.patch_cluster_custom_object(
-        MANAGED_CLUSTERS.group, MANAGED_CLUSTERS.version, MANAGED_CLUSTERS.plural, names[0],
-        {"metadata": {"labels": {"environment": "moved"}}},
-    )  # fmt: skip
+    set_label(api, names[0], "environment", "moved")
     set_compliance(api, policy["metadata"]["namespace"], policy["metadata"]["name"], {names[0]: "NonCompliant"})
     joined = create_cluster(api, hub_name, 10)
     delete(api, MANAGED_CLUSTERS, names[1])
@@ -357,20 +355,17 @@ def test_watches_ask_for_bookmarks_and_the_server_sends_them(kube: KubeStack, hu
 
 
 def test_in_a_pod_the_service_account_token_is_used(kube: KubeStack, tmp_path: Path) -> None:
-    token = tmp_path / "token"
-    token.write_text(kube.agent_token())
+    # What the kubelet mounts into a pod, and the environment it sets.
+    (tmp_path / "token").write_text(kube.agent_token())
+    (tmp_path / "ca.crt").write_bytes(kube.ca_file.read_bytes())
+    (tmp_path / "namespace").write_text("globalhub-agent")
     host, port = kube.server.removeprefix("https://").split(":")
     env = {"KUBERNETES_SERVICE_HOST": host, "KUBERNETES_SERVICE_PORT": port}
     credentials = Credentials.from_env(env)
     assert credentials.in_cluster and credentials.describe() == "the pod's service account"
-    # A pod's token and CA are at fixed paths; this machine is no pod, so they are pointed elsewhere.
-    with (
-        mock.patch.dict("os.environ", env),
-        mock.patch.object(incluster_config, "SERVICE_TOKEN_FILENAME", str(token)),
-        mock.patch.object(incluster_config, "SERVICE_CERT_FILENAME", str(kube.ca_file)),
-    ):
-        api = Connector(credentials).open()
-        try:
-            assert api.list_page(MANAGED_CLUSTERS, limit=1).resource_version
-        finally:
-            api.close()
+    with mock.patch.dict("os.environ", env):
+        api = Connector(dataclasses.replace(credentials, service_account=str(tmp_path))).open()
+    try:
+        assert api.list_page(MANAGED_CLUSTERS, limit=1).resource_version
+    finally:
+        api.close()

@@ -2,6 +2,9 @@
 
 * **Start** (and after any doubt): list every object, page by page, and reconcile the inventory with the list:
   changed objects are written, objects the list no longer has are removed (so they reach the manager as deletes).
+  Pages are served from the API server's watch cache, at a resourceVersion no older than the one the cache has
+  reached: several times faster than a consistent read from etcd, and at most as stale as the watch that follows
+  (which starts from the list's resourceVersion) makes good.
 * **Watch** from the list's resourceVersion, with bookmarks, for a few minutes at a time; each change is written
   at once. When the server ends the watch, or the connection breaks, the watch resumes from the last
   resourceVersion seen (bookmarks move it too).
@@ -81,18 +84,12 @@ class ResourceWatcher:
         self._clock = clock
         self._api: KubeApi | None = None
         self.server = ""  # the API server last connected to
-        self._resource_version = ""  # empty: relist first
+        self._resource_version = ""  # where the watch resumes; empty: relist first
         self._failures = 0
 
     @property
     def name(self) -> str:
         return self.view.resource.plural
-
-    def interrupt(self) -> None:
-        """Break an open watch (called from another thread when stopping)."""
-        api = self._api
-        if api is not None:
-            api.interrupt()
 
     def run(self) -> None:
         while not self._stop.is_set():
@@ -147,12 +144,15 @@ class ResourceWatcher:
     def _relist(self, api: KubeApi) -> None:
         started = time.monotonic()
         resource = self.view.resource
+        floor = api.cached_resource_version(resource)
         relist = self.writer.relist()
         self.view.reset()
         continue_token = ""
         while True:
             try:
-                page = api.list_page(resource, limit=self._settings.page_size, continue_token=continue_token)
+                page = api.list_page(
+                    resource, limit=self._settings.page_size, continue_token=continue_token, not_older_than=floor
+                )
             except Gone:
                 if not continue_token:
                     raise
