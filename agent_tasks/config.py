@@ -7,8 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from agent_tasks.emitter import SendMode
+from agent_tasks.hub import HubConfig
 from globalhub.envconf import ConfigError, env_duration, env_int, env_str
-from globalhub.protocol.events import DEFAULT_SPEC_TOPIC, DEFAULT_STATUS_TOPIC_PREFIX, status_topic, validate_hub_name
+from globalhub.protocol.events import DEFAULT_SPEC_TOPIC, DEFAULT_STATUS_TOPIC_PREFIX, status_topic
 from globalhub.protocol.kafka import KafkaSettings
 
 
@@ -40,9 +41,10 @@ class AgentConfig:
             send_mode = SendMode(mode)
         except ValueError:
             raise ConfigError(f"GH_SEND_MODE={mode!r} must be 'batch' or 'single'") from None
+        hub = HubConfig.from_env(env)
         return cls(
-            hub_name=validate_hub_name(env_str("HUB_NAME", "hub1", env)),
-            redis_url=env_str("REDIS_URL", "redis://127.0.0.1:56379/1", env),
+            hub_name=hub.hub_name,
+            redis_url=hub.redis_url,
             kafka=KafkaSettings.from_env(env),
             spec_topic=env_str("GH_SPEC_TOPIC", DEFAULT_SPEC_TOPIC, env),
             status_topic_prefix=env_str("GH_STATUS_TOPIC_PREFIX", DEFAULT_STATUS_TOPIC_PREFIX, env),

@@ -164,27 +164,40 @@ class RedisInventory:
         return {text(key) for key in self._redis.hkeys(self.objects_key(short_type))}
 
     def apply(self, short_type: str, changes: Iterable[Change], *, chunk: int = 500) -> int:
-        """Write upserts and deletes, logging each in the change stream; returns the number applied."""
+        """Write upserts and deletes, logging each in the change stream; returns the number applied.
+
+        Each chunk is one MULTI: the hash takes the chunk's last state of every object in one HSET and one HDEL,
+        and the change stream one entry per change, in order.
+        """
         count = 0
-        pipe = self._redis.pipeline(transaction=True)
+        batch: list[Change] = []
         for change in changes:
-            if change.obj is None:
-                pipe.hdel(self.objects_key(short_type), change.object_id)
-                fields: dict[str | bytes, str | bytes] = {"op": "delete", "id": change.object_id}
-            else:
-                pipe.hset(self.objects_key(short_type), change.object_id, jsonutil.dumps(change.obj))
-                fields = {"op": "upsert", "id": change.object_id}
-            pipe.xadd(
-                self.changes_key(short_type),
-                fields,  # type: ignore[arg-type]
-                maxlen=CHANGE_LOG_MAX,
-                approximate=True,
-            )
+            batch.append(change)
             count += 1
-            if count % chunk == 0:
-                pipe.execute()
-        pipe.execute()
+            if len(batch) >= chunk:
+                self._write(short_type, batch)
+                batch = []
+        if batch:
+            self._write(short_type, batch)
         return count
+
+    def _write(self, short_type: str, batch: list[Change]) -> None:
+        final: dict[str, dict[str, Any] | None] = {}
+        for change in batch:
+            final.pop(change.object_id, None)
+            final[change.object_id] = change.obj
+        upserts = {object_id: jsonutil.dumps(obj) for object_id, obj in final.items() if obj is not None}
+        deletes = [object_id for object_id, obj in final.items() if obj is None]
+        pipe = self._redis.pipeline(transaction=True)
+        if upserts:
+            pipe.hset(self.objects_key(short_type), mapping=upserts)  # type: ignore[arg-type]
+        if deletes:
+            pipe.hdel(self.objects_key(short_type), *deletes)
+        changes_key = self.changes_key(short_type)
+        for change in batch:
+            fields = {"op": "upsert" if change.obj is not None else "delete", "id": change.object_id}
+            pipe.xadd(changes_key, fields, maxlen=CHANGE_LOG_MAX, approximate=True)  # type: ignore[arg-type]
+        pipe.execute()
 
     def clear(self, short_type: str) -> None:
         self._redis.delete(self.objects_key(short_type), self.changes_key(short_type))

@@ -20,7 +20,7 @@ from types import FrameType
 
 import redis
 
-from agent_tasks.config import AgentConfig
+from agent_tasks.hub import HubConfig
 from agent_tasks.inventory import RedisInventory
 from agent_tasks.kube.api import Connector
 from agent_tasks.kube.status import SourceStatus
@@ -36,7 +36,7 @@ PUBLISH_EVERY = 2.0  # seconds between updates of the source's state in Redis
 class InventoryWatcher:
     """The watcher process: one :class:`ResourceWatcher` thread per resource, and the state published to Redis."""
 
-    def __init__(self, config: AgentConfig, settings: KubeSourceSettings, client: redis.Redis) -> None:
+    def __init__(self, config: HubConfig, settings: KubeSourceSettings, client: redis.Redis) -> None:
         self._config = config
         self._settings = settings
         self._status = SourceStatus(client, config.hub_name)
@@ -85,7 +85,7 @@ class InventoryWatcher:
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("httpx2").setLevel(logging.WARNING)  # a line per request; the watcher logs what matters
-    config = AgentConfig.from_env()
+    config = HubConfig.from_env()
     settings = KubeSourceSettings.from_env()
     watcher = InventoryWatcher(config, settings, redis.Redis.from_url(config.redis_url))
 
