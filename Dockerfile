@@ -1,5 +1,6 @@
 # One image for every globalhub Python process: the manager (web, status consumer, celery worker and beat,
-# the migrate one-shot) and the agent of each hub (celery worker and beat, spec listener, hub simulator).
+# the migrate one-shot) and the agent of each hub (celery worker and beat, spec listener, inventory watcher, hub
+# simulator). deploy/agent/ runs the agent's processes on a hub from this image.
 # docker-compose.yml picks the process with `command:`; the default is the manager's web server.
 FROM python:3.11-slim-bookworm
 

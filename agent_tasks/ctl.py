@@ -109,9 +109,9 @@ def render_source(source: dict[str, Any] | None) -> list[str]:
     lines = [f"inventory source: {source['source']} {source['server']} via {source['credentials']}, {running}"]
     for name, row in sorted(source["resources"].items()):
         event = row.get("last_event_age_seconds")
+        state = "connected" if row.get("connected") else "DISCONNECTED"
         parts = [
-            f"  {name:<16} {'connected' if row.get('connected') else 'DISCONNECTED':<12}",
-            f"objects {row.get('objects', 0)}",
+            f"  {name:<16} {state:<12} objects {row.get('objects', 0)}",
             f"last event {f'{event}s ago' if event is not None else 'none'}",
             f"relists {row.get('relists', 0)}",
             f"errors {row.get('errors', 0)}",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 Payload = tuple[bytes, dict[str, str | int]]  # a message body and the extensions that go with it
 DELTA_BATCH = 5000  # changes read from the log per round; a delta send loops until the log is drained
+DELTA_READ_CHUNK = 250  # objects of a delta read from the inventory at a time
 
 
 class SendMode(StrEnum):
@@ -173,22 +174,13 @@ class Emitter:
         return report
 
     def _send_hybrid_changes(self, status_type: StatusType, batch: ChangeBatch, report: SendReport) -> None:
-        assert status_type.tweak is not None
         short = status_type.short
         latest: dict[str, str] = {}
         for _, object_id, op in batch.entries:  # coalesce per object, keeping the order of each last change
             latest.pop(object_id, None)
             latest[object_id] = op
-        upsert_ids = [object_id for object_id, op in latest.items() if op != "delete"]
-        current = dict(zip(upsert_ids, self.inventory.get_encoded(short, upsert_ids), strict=True))
-        updates: list[bytes] = []
-        deletes: list[bytes] = []
-        for object_id in latest:
-            raw = current.get(object_id)
-            if raw is None:  # deleted, or gone again since the change was logged
-                deletes.append(dumps(ObjectMetadata(object_id).to_json()))
-            else:
-                updates.append(dumps(status_type.tweak(jsonutil.loads(raw), self.hub)))
+        deletes: list[bytes] = []  # complete once the updates are consumed
+        updates = self._changed_objects(status_type, latest, deletes)
         version = self.versions.get(short)
         for _ in batch.entries:
             version.incr()
@@ -198,7 +190,25 @@ class Emitter:
         report.objects += len(latest)
         self._sent(short, version, self._clock(), report)
 
-    def _delta_payloads(self, updates: list[bytes], deletes: list[bytes]) -> Iterator[bytes]:
+    def _changed_objects(
+        self, status_type: StatusType, latest: dict[str, str], deletes: list[bytes]
+    ) -> Iterator[bytes]:
+        """The current state of each changed object, read and encoded a chunk at a time (a delta of thousands of
+        objects never holds them all); objects gone since their change was logged are added to ``deletes``."""
+        assert status_type.tweak is not None
+        ids = list(latest)
+        for start in range(0, len(ids), DELTA_READ_CHUNK):
+            chunk = ids[start : start + DELTA_READ_CHUNK]
+            upsert_ids = [object_id for object_id in chunk if latest[object_id] != "delete"]
+            current = dict(zip(upsert_ids, self.inventory.get_encoded(status_type.short, upsert_ids), strict=True))
+            for object_id in chunk:
+                raw = current.get(object_id)
+                if raw is None:  # deleted, or gone again since the change was logged
+                    deletes.append(dumps(ObjectMetadata(object_id).to_json()))
+                else:
+                    yield dumps(status_type.tweak(jsonutil.loads(raw), self.hub))
+
+    def _delta_payloads(self, updates: Iterable[bytes], deletes: list[bytes]) -> Iterator[bytes]:
         if self.send_mode is SendMode.SINGLE:
             yield from (b'{"update":[' + item + b"]}" for item in updates)
             yield from (b'{"delete":[' + item + b"]}" for item in deletes)

@@ -71,6 +71,7 @@ class InventoryWatcher:
         for watcher in self.watchers:
             with watcher.state.lock:
                 watcher.state.connected = False
+        self._header["stopped_at"] = repr(time.time())
         self.publish()
         log.info("hub=%s inventory watcher stopped", self._config.hub_name)
 

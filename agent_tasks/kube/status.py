@@ -2,15 +2,15 @@
 
 ``gh:<hub>:agent:source`` is one hash, rewritten by the watcher every couple of seconds:
 
-* ``source``, ``server``, ``credentials``, ``started_at``, ``updated_at``;
+* ``source``, ``server``, ``credentials``, ``started_at``, ``updated_at``, and ``stopped_at`` once it stopped;
 * per resource (``managedclusters``, ``policies``, ``clusterclaims``): ``<resource>.connected`` (1 while a watch is
   open), ``.objects``, ``.resource_version``, ``.last_event_at`` (the last change), ``.last_contact_at`` (anything
   from the server, bookmarks included), ``.relists``, ``.last_relist_at``, ``.last_relist_seconds``,
   ``.watch_restarts``, ``.errors``, ``.last_error``, ``.last_error_at``;
 * per inventory type: ``type.<type>.objects``.
 
-A reader treats the whole hash as stale when ``updated_at`` is older than :data:`STALE_AFTER` (the watcher is not
-running).
+A reader treats the watcher as not running when it stopped, or when ``updated_at`` is older than
+:data:`STALE_AFTER` (it died).
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ class SourceStatus:
             "source": raw.get("source", ""),
             "server": raw.get("server", ""),
             "credentials": raw.get("credentials", ""),
-            "running": moment - updated <= STALE_AFTER,
+            "running": "stopped_at" not in raw and moment - updated <= STALE_AFTER,
             "updated_seconds_ago": round(moment - updated, 1),
             "resources": {},
             "types": {},
