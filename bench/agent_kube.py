@@ -125,9 +125,10 @@ def populate(kube: KubeStack, clusters: int) -> float:
 class ChangeMaker:
     """Label changes through the API at a steady rate; remembers when each was sent."""
 
-    def __init__(self, kube: KubeStack, names: list[str]) -> None:
+    def __init__(self, kube: KubeStack, names: list[str], tag: str) -> None:
         self._api = kube.admin()
         self._names = names
+        self._tag = tag  # the label values of this run: the population keeps an earlier run's
         self.sent: dict[str, float] = {}
         self.failed = 0
         self.late = 0  # changes that could not be sent on time (the machine or the API server fell behind)
@@ -147,8 +148,9 @@ class ChangeMaker:
 
     def _change(self, seq: int) -> None:
         name = self._names[seq % len(self._names)]
-        patch = {"metadata": {"labels": {"bench-seq": str(seq)}}}
-        self.sent[str(seq)] = time.time()
+        value = f"{self._tag}.{seq}"
+        patch = {"metadata": {"labels": {"bench-seq": value}}}
+        self.sent[value] = time.time()
         try:
             self._api.patch(MANAGED_CLUSTERS, name, patch)
         except Exception:
@@ -261,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 - one run, told
             f["manager_filled_seconds"] = round(time.monotonic() - started, 1)
             cluster_names = [f"{POPULATION}-cluster-{index:05d}" for index in range(args.clusters)]
             random.Random(3).shuffle(cluster_names)
-            maker = ChangeMaker(kube, cluster_names)
+            maker = ChangeMaker(kube, cluster_names, names.tag)
             progress(f"{args.rate:.0f} label changes per second for {args.seconds:.0f} s")
             changes_started = time.monotonic()
             maker.run(args.rate, args.seconds)
