@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -11,6 +13,8 @@ import redis
 import time_machine
 
 from agent_tasks.ctl import main, status
+from agent_tasks.kube.status import ResourceState, SourceStatus
+from agent_tasks.metrics import AgentCollector
 from agent_tasks.resync_queue import ResyncQueue
 from agent_tasks.state import StateStore
 
@@ -195,3 +199,61 @@ def test_status_text_shows_the_queue_settings_and_listener_counts(
     assert "resync queue: 1 waiting: managedhub.info (3.0s)" in out
     assert "run-time interval settings: resync.managedcluster=1h" in out
     assert "spec listener: rejected=1, requests=4" in out
+
+
+# --- the Kubernetes source -----------------------------------------------------------------------------------------
+
+
+def publish_source(client: redis.Redis, hub: str, now: float) -> None:
+    healthy = ResourceState(connected=True, objects=3, last_event_at=now - 4.0, relists=2)
+    failing = ResourceState(objects=0)
+    failing.failed("list policies.policy.open-cluster-management.io on https://api: 403 Forbidden (…)", now - 1.0)
+    healthy.type_objects = {"managedcluster": 3}
+    failing.type_objects = {"policy.localspec": 0, "policy.localcompliance": 0}
+    SourceStatus(client, hub).publish(
+        {"source": "kubernetes", "server": "https://api", "credentials": "the pod's service account"},
+        {"managedclusters": healthy, "policies": failing},
+        now=now,
+    )
+
+
+def test_status_shows_the_kubernetes_source_per_resource_with_its_last_error(
+    hub: str, redis_client: redis.Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    now = time.time()
+    publish_source(redis_client, hub, now)
+
+    assert main(["status"]) == 0
+    out = capsys.readouterr().out
+    assert "inventory source: kubernetes https://api via the pod's service account, running" in out
+    assert re.search(r"managedclusters +connected +objects 3, last event 4\.\d+s ago, relists 2, errors 0", out)
+    assert re.search(r"policies +DISCONNECTED +objects 0, .*errors 1, last error \(1\.\ds ago\): .*403 Forbidden", out)
+    assert "inventory: managedcluster 3, policy.localcompliance 0, policy.localspec 0" in out
+
+    report = status(redis_client, hub, now=now + 60)  # the watcher stopped writing its state a minute ago
+    assert report["source"]["running"] is False
+    assert report["source"]["resources"]["managedclusters"]["connected"] is False
+
+
+def test_status_says_when_no_watcher_fills_the_inventory(hub: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["status"]) == 0
+    assert "no Kubernetes watcher has run for this hub" in capsys.readouterr().out
+
+
+def test_the_metrics_export_the_kubernetes_source(hub: str, redis_client: redis.Redis) -> None:
+    publish_source(redis_client, hub, time.time())
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in AgentCollector(redis_client, hub).collect()
+        for sample in family.samples
+    }
+    assert samples[("globalhub_agent_source_up", (("hub", hub),))] == 1.0
+    clusters = (("hub", hub), ("resource", "managedclusters"))
+    policies = (("hub", hub), ("resource", "policies"))
+    assert samples[("globalhub_agent_source_connected", clusters)] == 1.0
+    assert samples[("globalhub_agent_source_connected", policies)] == 0.0
+    assert samples[("globalhub_agent_source_relists_total", clusters)] == 2.0
+    assert samples[("globalhub_agent_source_errors_total", policies)] == 1.0
+    assert samples[("globalhub_agent_source_objects", clusters)] == 3.0
+    assert 3.0 < samples[("globalhub_agent_source_last_event_age_seconds", clusters)] < 60.0
+    assert samples[("globalhub_agent_source_inventory_objects", (("hub", hub), ("type", "managedcluster")))] == 3.0
