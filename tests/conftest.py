@@ -11,6 +11,8 @@ import pytest
 import redis
 from confluent_kafka.admin import AdminClient
 
+from agent_tasks.inventory import RedisInventory
+from agent_tasks.kube.api import KubeApi
 from globalhub.protocol.kafka import KafkaSettings
 from tests.helpers import Process, database_url
 from tests.kube import KubeStack, deployed_agent_rules
@@ -54,6 +56,15 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
 def hub_name(run_id: str) -> str:
     """A hub name no other test (or earlier run) uses."""
     return f"hub-{run_id}-{uuid.uuid4().hex[:6]}"
+
+
+@pytest.fixture
+def inventory(redis_client: redis.Redis, hub_name: str) -> Iterator[RedisInventory]:
+    """The test's hub's inventory in the real Redis; every key of the hub is deleted afterwards."""
+    yield RedisInventory(redis_client, hub_name)
+    keys = list(redis_client.scan_iter(match=f"gh:{hub_name}:*"))
+    if keys:
+        redis_client.delete(*keys)
 
 
 @pytest.fixture
@@ -114,3 +125,11 @@ def kube() -> Iterator[KubeStack]:
     stack.ensure_up()
     stack.grant_agent(deployed_agent_rules())
     stack.wipe()
+
+
+@pytest.fixture
+def kube_api(kube: KubeStack) -> Iterator[KubeApi]:
+    """A connection to the local API server with every right (the tests' own client)."""
+    api = kube.admin()
+    yield api
+    api.close()

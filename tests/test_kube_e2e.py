@@ -163,6 +163,7 @@ def request_resync(kafka: KafkaSettings, env: dict[str, str], hub: str, event_ty
 
 def test_api_changes_reach_the_manager_as_deltas_and_a_requested_resync_lists_exactly_the_apis_objects(
     kube: KubeStack,
+    kube_api: KubeApi,
     hub_env: dict[str, str],
     hub_name: str,
     kafka_settings: KafkaSettings,
@@ -170,7 +171,7 @@ def test_api_changes_reach_the_manager_as_deltas_and_a_requested_resync_lists_ex
     tmp_path: Path,
     processes: list[Process],
 ) -> None:
-    api = kube.admin()
+    api = kube_api
     clusters = populate(api, hub_name, 8)
     ensure_topics(kafka_settings, [hub_env["GH_SPEC_TOPIC"]], SPEC_TOPIC_CONFIG)
     processes.append(start_consumer(hub_env, tmp_path))
@@ -230,13 +231,14 @@ def listener_ready(env: dict[str, str], client: redis.Redis, kafka: KafkaSetting
 
 def test_objects_changed_behind_a_stopped_api_server_reach_the_manager_without_a_resync_request(
     kube: KubeStack,
+    kube_api: KubeApi,
     hub_env: dict[str, str],
     hub_name: str,
     redis_client: redis.Redis,
     tmp_path: Path,
     processes: list[Process],
 ) -> None:
-    api = kube.admin()
+    api = kube_api
     clusters = populate(api, hub_name, 6)
     metrics_port = free_port()
     hub_env["GH_AGENT_METRICS_PORT"] = str(metrics_port)
@@ -252,8 +254,7 @@ def test_objects_changed_behind_a_stopped_api_server_reach_the_manager_without_a
     kube.etcd_delete(POLICIES, policy["name"], policy["namespace"])
     kube.compact()
     kube.start_apiserver()
-    api = kube.admin()
-    create_cluster(api, hub_name, 50)  # through a second client, once the server is back
+    create_cluster(api, hub_name, 50)  # through the API (a second client), once the server is back
 
     wait_converged(api, hub_name, timeout=120, what="the changes behind the stopped API server")
     assert completed_resyncs(hub_name, EventType.MANAGED_CLUSTER) == resyncs_before, "no resync was asked for"
@@ -270,12 +271,13 @@ def relists_in_metrics(port: int) -> float:
 
 def test_the_agent_restarted_while_objects_change_converges(
     kube: KubeStack,
+    kube_api: KubeApi,
     hub_env: dict[str, str],
     hub_name: str,
     tmp_path: Path,
     processes: list[Process],
 ) -> None:
-    api = kube.admin()
+    api = kube_api
     clusters = populate(api, hub_name, 6)
     processes.append(start_consumer(hub_env, tmp_path))
     start_hub(hub_env, tmp_path, processes)
@@ -295,13 +297,14 @@ def test_the_agent_restarted_while_objects_change_converges(
 
 def test_wrong_credentials_then_an_unreachable_server_keep_the_agent_running_and_it_recovers(
     kube: KubeStack,
+    kube_api: KubeApi,
     hub_env: dict[str, str],
     hub_name: str,
     redis_client: redis.Redis,
     tmp_path: Path,
     processes: list[Process],
 ) -> None:
-    api = kube.admin()
+    api = kube_api
     populate(api, hub_name, 4)
     kubeconfig = kube.kubeconfig(tmp_path / "agent.kubeconfig", token="wrong")
     hub_env["GH_KUBECONFIG"] = str(kubeconfig)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -22,7 +22,7 @@ import pytest
 import redis
 
 from agent_tasks.inventory import RedisInventory
-from agent_tasks.kube.api import Connector, Credentials
+from agent_tasks.kube.api import Connector, Credentials, KubeApi
 from agent_tasks.kube.resources import MANAGED_CLUSTERS, POLICIES
 from agent_tasks.kube.status import SourceStatus
 from agent_tasks.kube.views import CLUSTER, COMPLIANCE, CONSOLE_URL_CLAIM, HUB_INFO, POLICY
@@ -48,160 +48,159 @@ pytestmark = pytest.mark.e2e
 HUB_ID = "9d2c7a9e-3b1f-4c55-8f0e-5a6b7c8d9e0f"
 
 
-@pytest.fixture
-def inventory(redis_client: redis.Redis, hub_name: str) -> Iterator[RedisInventory]:
-    yield RedisInventory(redis_client, hub_name)
-    keys = list(redis_client.scan_iter(match=f"gh:{hub_name}:*"))
-    if keys:
-        redis_client.delete(*keys)
+@dataclass
+class Case:
+    """One test's hub: its API connection (admin), its watcher's environment, its inventory and processes."""
+
+    kube: KubeStack
+    api: KubeApi
+    hub: str
+    env: dict[str, str]
+    inventory: RedisInventory
+    redis: redis.Redis
+    log_dir: Path
+    processes: list[Process]
+
+    def start_watcher(self) -> Process:
+        process = Process("watcher", python_argv("-m", "agent_tasks.watch_kube"), self.env, self.log_dir)
+        self.processes.append(process)
+        return process
+
+    def source(self) -> dict[str, Any]:
+        return SourceStatus(self.redis, self.hub).read() or {"resources": {}, "types": {}, "running": False}
+
+    def resource(self, name: str) -> dict[str, Any]:
+        state: dict[str, Any] = self.source()["resources"].get(name, {})
+        return state
+
+    def all_connected(self) -> bool:
+        resources = self.source()["resources"]
+        return len(resources) == 3 and all(row.get("connected") for row in resources.values())
+
+    def entries(self, short_type: str) -> dict[str, Any]:
+        return {object_id: json.loads(raw) for object_id, raw in self.inventory.list_encoded(short_type)}
+
+    def metric(self, name: str, **labels: str) -> float | None:
+        for family in AgentCollector(self.redis, self.hub).collect():
+            for sample in family.samples:
+                if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                    return float(sample.value)
+        return None
 
 
 @pytest.fixture
-def watcher_env(process_env: dict[str, str], kube: KubeStack) -> dict[str, str]:
-    env = dict(process_env)
-    env.pop("KUBECONFIG", None)
-    env.update({"GH_KUBECONFIG": str(kube.agent_kubeconfig), "GH_KUBE_RETRY_MAX": "2s"})
-    return env
-
-
-def start_watcher(env: dict[str, str], log_dir: Path, processes: list[Process]) -> Process:
-    process = Process("watcher", python_argv("-m", "agent_tasks.watch_kube"), env, log_dir)
-    processes.append(process)
-    return process
-
-
-def source(client: redis.Redis, hub: str) -> dict[str, Any]:
-    return SourceStatus(client, hub).read() or {"resources": {}, "types": {}, "running": False}
-
-
-def resource_state(client: redis.Redis, hub: str, name: str) -> dict[str, Any]:
-    state: dict[str, Any] = source(client, hub)["resources"].get(name, {})
-    return state
-
-
-def all_connected(client: redis.Redis, hub: str) -> bool:
-    resources = source(client, hub)["resources"]
-    return len(resources) == 3 and all(row.get("connected") for row in resources.values())
-
-
-def entries(inventory: RedisInventory, short_type: str) -> dict[str, Any]:
-    return {object_id: json.loads(raw) for object_id, raw in inventory.list_encoded(short_type)}
-
-
-def metric(client: redis.Redis, hub: str, name: str, **labels: str) -> float | None:
-    for family in AgentCollector(client, hub).collect():
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                return float(sample.value)
-    return None
-
-
-def test_creates_updates_and_deletes_through_the_api_reach_the_inventory(
+def case(
     kube: KubeStack,
-    watcher_env: dict[str, str],
+    kube_api: KubeApi,
+    process_env: dict[str, str],
     hub_name: str,
     inventory: RedisInventory,
     redis_client: redis.Redis,
     tmp_path: Path,
     processes: list[Process],
-) -> None:
-    api = kube.admin()
-    clusters = [create_cluster(api, hub_name, index) for index in range(3)]
+) -> Case:
+    env = dict(process_env)
+    env.pop("KUBECONFIG", None)
+    env.update({"GH_KUBECONFIG": str(kube.agent_kubeconfig), "GH_KUBE_RETRY_MAX": "2s"})
+    return Case(kube, kube_api, hub_name, env, inventory, redis_client, tmp_path, processes)
+
+
+def test_creates_updates_and_deletes_through_the_api_reach_the_inventory(case: Case) -> None:
+    api = case.api
+    clusters = [create_cluster(api, case.hub, index) for index in range(3)]
     names = [c["metadata"]["name"] for c in clusters]
     policy = create_policy(api, 0, {names[0]: "Compliant", names[1]: "NonCompliant", names[2]: "Pending"})
     uid = policy["metadata"]["uid"]
     create_claim(api, CLUSTER_ID_CLAIM, HUB_ID)
     create_claim(api, CONSOLE_URL_CLAIM, "https://console.hub.example.com")
-    watcher_env["GH_HUB_GRAFANA_URL"] = "https://grafana.hub.example.com"
-    start_watcher(watcher_env, tmp_path, processes)
+    case.env["GH_HUB_GRAFANA_URL"] = "https://grafana.hub.example.com"
+    case.start_watcher()
 
-    wait_for(lambda: inventory.ids(CLUSTER) == {claim_of(c) for c in clusters}, timeout=60, what="the clusters")
-    wait_for(lambda: inventory.ids(COMPLIANCE) == {uid}, timeout=30, what="the policy's compliance")
-    assert inventory.ids(POLICY) == {uid}
-    assert entries(inventory, COMPLIANCE)[uid] == {
+    wait_for(lambda: case.inventory.ids(CLUSTER) == {claim_of(c) for c in clusters}, timeout=60, what="the clusters")
+    wait_for(lambda: case.inventory.ids(COMPLIANCE) == {uid}, timeout=30, what="the policy's compliance")
+    assert case.inventory.ids(POLICY) == {uid}
+    assert case.entries(COMPLIANCE)[uid] == {
         "policyId": uid,
         "compliantClusters": [names[0]],
         "nonCompliantClusters": [names[1]],
         "unknownComplianceClusters": [],
         "pendingComplianceClusters": [names[2]],
     }
-    wait_for(lambda: inventory.ids(HUB_INFO) == {HUB_INFO_KEY}, timeout=30, what="the hub info")
-    assert entries(inventory, HUB_INFO)[HUB_INFO_KEY] == {
+    wait_for(lambda: case.inventory.ids(HUB_INFO) == {HUB_INFO_KEY}, timeout=30, what="the hub info")
+    assert case.entries(HUB_INFO)[HUB_INFO_KEY] == {
         "consoleURL": "https://console.hub.example.com",
         "grafanaURL": "https://grafana.hub.example.com",
         "mchVersion": "",
         "clusterId": HUB_ID,
     }
-    wait_for(lambda: all_connected(redis_client, hub_name), timeout=30, what="three open watches")
-    spec_changes = inventory.log_position(POLICY).added
+    wait_for(case.all_connected, timeout=30, what="three open watches")
+    spec_changes = case.inventory.log_position(POLICY).added
 
     # Changes through the API: a label, a compliance flip, a new cluster, a deleted cluster.
     set_label(api, names[0], "environment", "moved")
     set_compliance(api, policy["metadata"]["namespace"], policy["metadata"]["name"], {names[0]: "NonCompliant"})
-    joined = create_cluster(api, hub_name, 10)
+    joined = create_cluster(api, case.hub, 10)
     delete(api, MANAGED_CLUSTERS, names[1])
 
     expected = {claim_of(clusters[0]), claim_of(clusters[2]), claim_of(joined)}
-    wait_for(lambda: inventory.ids(CLUSTER) == expected, timeout=30, what="the join and the leave")
+    wait_for(lambda: case.inventory.ids(CLUSTER) == expected, timeout=30, what="the join and the leave")
     wait_for(
-        lambda: (inventory.get(CLUSTER, claim_of(clusters[0])) or {})["metadata"]["labels"]["environment"] == "moved",
+        lambda: (
+            (case.inventory.get(CLUSTER, claim_of(clusters[0])) or {})["metadata"]["labels"]["environment"] == "moved"
+        ),
         timeout=30,
         what="the label change",
     )
     wait_for(
-        lambda: entries(inventory, COMPLIANCE)[uid]["nonCompliantClusters"] == [names[0]],
+        lambda: case.entries(COMPLIANCE)[uid]["nonCompliantClusters"] == [names[0]],
         timeout=30,
         what="the compliance change",
     )
-    assert inventory.log_position(POLICY).added == spec_changes, "a status-only update rewrote the policy's spec"
+    assert case.inventory.log_position(POLICY).added == spec_changes, "a status-only update rewrote the policy's spec"
 
     delete(api, POLICIES, policy["metadata"]["name"], policy["metadata"]["namespace"])
-    wait_for(lambda: not inventory.ids(POLICY) and not inventory.ids(COMPLIANCE), timeout=30, what="policy removal")
+    wait_for(
+        lambda: not case.inventory.ids(POLICY) and not case.inventory.ids(COMPLIANCE),
+        timeout=30,
+        what="the policy's removal",
+    )
 
     counts = {CLUSTER: 3, POLICY: 0, COMPLIANCE: 0, HUB_INFO: 1}
-    wait_for(lambda: source(redis_client, hub_name)["types"] == counts, timeout=10, what="the published counts")
-    state = source(redis_client, hub_name)
+    wait_for(lambda: case.source()["types"] == counts, timeout=10, what="the published counts")
+    state = case.source()
     assert state["running"]
     clusters_state = state["resources"]["managedclusters"]
     assert clusters_state["objects"] == 3 and clusters_state["relists"] == 1 and clusters_state["errors"] == 0
     assert clusters_state["last_event_age_seconds"] < 60
 
 
-def test_a_broken_watch_resumes_from_its_resource_version_and_loses_nothing(
-    kube: KubeStack,
-    watcher_env: dict[str, str],
-    hub_name: str,
-    inventory: RedisInventory,
-    redis_client: redis.Redis,
-    tmp_path: Path,
-    processes: list[Process],
-) -> None:
-    api = kube.admin()
-    clusters = [create_cluster(api, hub_name, index) for index in range(3)]
-    host, port = kube.server.removeprefix("https://").split(":")
+def test_a_broken_watch_resumes_from_its_resource_version_and_loses_nothing(case: Case) -> None:
+    api = case.api
+    clusters = [create_cluster(api, case.hub, index) for index in range(3)]
+    host, port = case.kube.server.removeprefix("https://").split(":")
     proxy = CuttableProxy(host, int(port))
     try:
-        watcher_env["GH_KUBECONFIG"] = str(kube.kubeconfig(tmp_path / "proxied.kubeconfig", server=proxy.url))
-        start_watcher(watcher_env, tmp_path, processes)
-        wait_for(lambda: inventory.ids(CLUSTER) == {claim_of(c) for c in clusters}, timeout=60, what="the list")
-        wait_for(lambda: all_connected(redis_client, hub_name), timeout=30, what="three open watches")
+        case.env["GH_KUBECONFIG"] = str(case.kube.kubeconfig(case.log_dir / "proxied.kubeconfig", server=proxy.url))
+        case.start_watcher()
+        wait_for(lambda: case.inventory.ids(CLUSTER) == {claim_of(c) for c in clusters}, timeout=60, what="the list")
+        wait_for(case.all_connected, timeout=30, what="three open watches")
 
         proxy.cut(hold=True)  # every watch breaks; reconnecting fails while the hub changes
-        joined = create_cluster(api, hub_name, 20)
+        joined = create_cluster(api, case.hub, 20)
         delete(api, MANAGED_CLUSTERS, clusters[0]["metadata"]["name"])
         wait_for(
-            lambda: resource_state(redis_client, hub_name, "managedclusters").get("errors", 0) >= 1,
+            lambda: case.resource("managedclusters").get("errors", 0) >= 1,
             timeout=30,
             what="the broken watch to be noticed",
         )
-        assert inventory.ids(CLUSTER) == {claim_of(c) for c in clusters}
+        assert case.inventory.ids(CLUSTER) == {claim_of(c) for c in clusters}
         proxy.resume()
 
         expected = {claim_of(clusters[1]), claim_of(clusters[2]), claim_of(joined)}
-        wait_for(lambda: inventory.ids(CLUSTER) == expected, timeout=60, what="the changes made while it was broken")
-        wait_for(lambda: all_connected(redis_client, hub_name), timeout=30, what="the watches to be open again")
+        wait_for(lambda: case.inventory.ids(CLUSTER) == expected, timeout=60, what="the changes made meanwhile")
+        wait_for(case.all_connected, timeout=30, what="the watches to be open again")
         state = wait_for(
-            lambda: (s := resource_state(redis_client, hub_name, "managedclusters"))["watch_restarts"] >= 2 and s,
+            lambda: (s := case.resource("managedclusters"))["watch_restarts"] >= 2 and s,
             timeout=10,
             what="the resumed watch in the published state",
         )
@@ -210,130 +209,102 @@ def test_a_broken_watch_resumes_from_its_resource_version_and_loses_nothing(
         proxy.close()
 
 
-def test_a_compacted_resource_version_relists_and_removes_what_was_deleted_behind_the_api_server(
-    kube: KubeStack,
-    watcher_env: dict[str, str],
-    hub_name: str,
-    inventory: RedisInventory,
-    redis_client: redis.Redis,
-    tmp_path: Path,
-    processes: list[Process],
-) -> None:
-    api = kube.admin()
-    clusters = [create_cluster(api, hub_name, index) for index in range(4)]
+def test_a_compacted_resource_version_relists_and_removes_what_was_deleted_behind_the_api_server(case: Case) -> None:
+    api = case.api
+    clusters = [create_cluster(api, case.hub, index) for index in range(4)]
     policy = create_policy(api, 0, {clusters[0]["metadata"]["name"]: "Compliant"})
-    start_watcher(watcher_env, tmp_path, processes)
-    wait_for(lambda: inventory.ids(CLUSTER) == {claim_of(c) for c in clusters}, timeout=60, what="the list")
-    wait_for(lambda: inventory.ids(POLICY) == {policy["metadata"]["uid"]}, timeout=30, what="the policy")
+    case.start_watcher()
+    wait_for(lambda: case.inventory.ids(CLUSTER) == {claim_of(c) for c in clusters}, timeout=60, what="the list")
+    wait_for(lambda: case.inventory.ids(POLICY) == {policy["metadata"]["uid"]}, timeout=30, what="the policy")
 
-    kube.stop_apiserver()
-    kube.etcd_delete(MANAGED_CLUSTERS, clusters[0]["metadata"]["name"])
-    kube.etcd_delete(POLICIES, policy["metadata"]["name"], policy["metadata"]["namespace"])
-    kube.compact()
-    kube.start_apiserver()
+    case.kube.stop_apiserver()
+    case.kube.etcd_delete(MANAGED_CLUSTERS, clusters[0]["metadata"]["name"])
+    case.kube.etcd_delete(POLICIES, policy["metadata"]["name"], policy["metadata"]["namespace"])
+    case.kube.compact()
+    case.kube.start_apiserver()
 
     expected = {claim_of(c) for c in clusters[1:]}
-    wait_for(lambda: inventory.ids(CLUSTER) == expected, timeout=90, what="the cluster deleted in etcd to leave")
-    wait_for(lambda: not inventory.ids(POLICY) and not inventory.ids(COMPLIANCE), timeout=30, what="the policy")
+    wait_for(lambda: case.inventory.ids(CLUSTER) == expected, timeout=90, what="the cluster deleted in etcd to leave")
     wait_for(
-        lambda: resource_state(redis_client, hub_name, "managedclusters")["relists"] == 2,
+        lambda: not case.inventory.ids(POLICY) and not case.inventory.ids(COMPLIANCE),
+        timeout=30,
+        what="the policy's removal",
+    )
+    wait_for(
+        lambda: case.resource("managedclusters")["relists"] == 2,
         timeout=10,
         what="the relist in the published state",
     )
     wait_for(
-        lambda: (
-            metric(redis_client, hub_name, "globalhub_agent_source_relists_total", resource="managedclusters") == 2.0
-        ),
+        lambda: case.metric("globalhub_agent_source_relists_total", resource="managedclusters") == 2.0,
         timeout=10,
         what="the relist in the metrics",
     )
     # The removals are in the change log, so they reach the manager as deletes with the next delta.
-    log: list[tuple[bytes, dict[bytes, bytes]]] = redis_client.xrange(inventory.changes_key(CLUSTER))  # type: ignore[assignment]
+    log: list[tuple[bytes, dict[bytes, bytes]]] = case.redis.xrange(case.inventory.changes_key(CLUSTER))  # type: ignore[assignment]
     assert (b"op", b"delete") in [item for _, fields in log for item in fields.items()]
 
 
-def test_wrong_credentials_are_a_clear_error_and_the_watcher_recovers_when_they_are_fixed(
-    kube: KubeStack,
-    watcher_env: dict[str, str],
-    hub_name: str,
-    inventory: RedisInventory,
-    redis_client: redis.Redis,
-    tmp_path: Path,
-    processes: list[Process],
-) -> None:
-    cluster = create_cluster(kube.admin(), hub_name, 0)
-    kubeconfig = kube.kubeconfig(tmp_path / "agent.kubeconfig", token="not-a-token")
-    watcher_env["GH_KUBECONFIG"] = str(kubeconfig)
-    watcher = start_watcher(watcher_env, tmp_path, processes)
+def test_wrong_credentials_are_a_clear_error_and_the_watcher_recovers_when_they_are_fixed(case: Case) -> None:
+    cluster = create_cluster(case.api, case.hub, 0)
+    kubeconfig = case.kube.kubeconfig(case.log_dir / "agent.kubeconfig", token="not-a-token")
+    case.env["GH_KUBECONFIG"] = str(kubeconfig)
+    watcher = case.start_watcher()
 
     error = wait_for(
-        lambda: resource_state(redis_client, hub_name, "managedclusters").get("last_error"),
+        lambda: case.resource("managedclusters").get("last_error"),
         timeout=30,
         what="the error",
     )
     assert "401 Unauthorized" in error
     assert "401 Unauthorized" in watcher.log_text()
-    assert not inventory.ids(CLUSTER)
+    assert not case.inventory.ids(CLUSTER)
 
-    kube.kubeconfig(kubeconfig)  # the right token, in the same file
-    wait_for(lambda: inventory.ids(CLUSTER) == {claim_of(cluster)}, timeout=60, what="recovery")
-    wait_for(lambda: all_connected(redis_client, hub_name), timeout=30, what="three open watches")
+    case.kube.kubeconfig(kubeconfig)  # the right token, in the same file
+    wait_for(lambda: case.inventory.ids(CLUSTER) == {claim_of(cluster)}, timeout=60, what="recovery")
+    wait_for(case.all_connected, timeout=30, what="three open watches")
     assert watcher.is_running()
 
 
-def test_a_missing_permission_is_a_clear_403_and_the_watcher_recovers_when_it_is_granted(
-    kube: KubeStack,
-    watcher_env: dict[str, str],
-    hub_name: str,
-    inventory: RedisInventory,
-    redis_client: redis.Redis,
-    tmp_path: Path,
-    processes: list[Process],
-) -> None:
-    cluster = create_cluster(kube.admin(), hub_name, 0)
+def test_a_missing_permission_is_a_clear_403_and_the_watcher_recovers_when_it_is_granted(case: Case) -> None:
+    cluster = create_cluster(case.api, case.hub, 0)
     rules = deployed_agent_rules()
-    kube.grant_agent([{**rule, "verbs": ["get", "list"]} for rule in rules])  # no watch
-    start_watcher(watcher_env, tmp_path, processes)
+    case.kube.grant_agent([{**rule, "verbs": ["get", "list"]} for rule in rules])  # no watch
+    case.start_watcher()
 
     error = wait_for(
-        lambda: resource_state(redis_client, hub_name, "managedclusters").get("last_error"),
+        lambda: case.resource("managedclusters").get("last_error"),
         timeout=30,
         what="the error",
     )
     assert "403 Forbidden" in error and "get, list and watch on managedclusters" in error
-    assert inventory.ids(CLUSTER) == {claim_of(cluster)}  # it could list, not watch
+    assert case.inventory.ids(CLUSTER) == {claim_of(cluster)}  # it could list, not watch
 
-    kube.grant_agent(rules)
-    wait_for(lambda: all_connected(redis_client, hub_name), timeout=60, what="three open watches")
-    joined = create_cluster(kube.admin(), hub_name, 1)
-    wait_for(lambda: claim_of(joined) in inventory.ids(CLUSTER), timeout=30, what="a change after the grant")
+    case.kube.grant_agent(rules)
+    wait_for(case.all_connected, timeout=60, what="three open watches")
+    joined = create_cluster(case.api, case.hub, 1)
+    wait_for(lambda: claim_of(joined) in case.inventory.ids(CLUSTER), timeout=30, what="a change after the grant")
 
 
-def test_an_unreachable_server_is_a_clear_error_and_the_watcher_connects_when_it_answers(
-    kube: KubeStack,
-    watcher_env: dict[str, str],
-    hub_name: str,
-    inventory: RedisInventory,
-    redis_client: redis.Redis,
-    tmp_path: Path,
-    processes: list[Process],
-) -> None:
-    cluster = create_cluster(kube.admin(), hub_name, 0)
+def test_an_unreachable_server_is_a_clear_error_and_the_watcher_connects_when_it_answers(case: Case) -> None:
+    cluster = create_cluster(case.api, case.hub, 0)
     port = free_port()
-    watcher_env["GH_KUBECONFIG"] = str(kube.kubeconfig(tmp_path / "k.kubeconfig", server=f"https://127.0.0.1:{port}"))
-    start_watcher(watcher_env, tmp_path, processes)
+    case.env["GH_KUBECONFIG"] = str(
+        case.kube.kubeconfig(case.log_dir / "k.kubeconfig", server=f"https://127.0.0.1:{port}")
+    )
+    case.start_watcher()
     error = wait_for(
-        lambda: resource_state(redis_client, hub_name, "managedclusters").get("last_error"),
+        lambda: case.resource("managedclusters").get("last_error"),
         timeout=30,
         what="the error",
     )
     assert "cannot reach the API server" in error
 
-    host, target = kube.server.removeprefix("https://").split(":")
+    host, target = case.kube.server.removeprefix("https://").split(":")
     proxy = CuttableProxy(host, int(target), port=port)  # the server "comes up" at that address
     try:
-        wait_for(lambda: inventory.ids(CLUSTER) == {claim_of(cluster)}, timeout=60, what="the first list")
-        wait_for(lambda: all_connected(redis_client, hub_name), timeout=30, what="three open watches")
+        wait_for(lambda: case.inventory.ids(CLUSTER) == {claim_of(cluster)}, timeout=60, what="the first list")
+        wait_for(case.all_connected, timeout=30, what="three open watches")
     finally:
         proxy.close()
 

@@ -4,25 +4,13 @@ from __future__ import annotations
 
 import copy
 import random
-from collections.abc import Iterator
 from typing import Any
-
-import pytest
-import redis
 
 from agent_tasks.inventory import Change, RedisInventory
 from agent_tasks.kube.views import CLUSTER, ClusterView
 from agent_tasks.kube.writer import InventoryWriter
 from agent_tasks.simulate import make_cluster
 from globalhub.protocol.objects import cluster_claim_id
-
-
-@pytest.fixture
-def inventory(redis_client: redis.Redis, hub_name: str) -> Iterator[RedisInventory]:
-    yield RedisInventory(redis_client, hub_name)
-    keys = list(redis_client.scan_iter(match=f"gh:{hub_name}:*"))
-    if keys:
-        redis_client.delete(*keys)
 
 
 def clusters(count: int) -> list[dict[str, Any]]:

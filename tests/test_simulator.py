@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,14 +36,6 @@ from globalhub.protocol.objects import cluster_claim_id
 REPO = Path(__file__).resolve().parent.parent
 LISTS = [state.value for state in Compliance]
 NO_CHURN = Rates(joins_per_min=0, leaves_per_min=0, label_changes_per_min=0, flips_per_sec=0)
-
-
-@pytest.fixture
-def inventory(redis_client: redis.Redis, hub_name: str) -> Iterator[RedisInventory]:
-    yield RedisInventory(redis_client, hub_name)
-    keys = list(redis_client.scan_iter(match=f"gh:{hub_name}:*"))
-    if keys:
-        redis_client.delete(*keys)
 
 
 def read(inventory: RedisInventory, short_type: str) -> dict[str, Any]:
