@@ -6,9 +6,11 @@ Celery tasks call these methods and nothing else (``agent_tasks/tasks.py``). Rul
   every change-log cursor to the log's end (the startup resyncs cover what came before) and queues every
   resyncable type.
 * **Drain** pops one type and sends its full state, at most one type per second (from start to start). Only one
-  drain runs at a time (a Redis lock); a failed resync goes back in the queue. A drain that popped schedules the
-  next one for exactly a second after its start, and a new request nudges an idle agent at once, so the queue
-  moves at one type per second without waiting for beat's next tick (which remains the safety net).
+  drain runs at a time (a Redis lock); a failed resync goes back in the queue, and so does one whose inventory a
+  source is still listing (a partial inventory sent as whole would make the manager sweep what is not there
+  yet). A drain that popped schedules the next one for exactly a second after its start, and a new request nudges
+  an idle agent at once, so the queue moves at one type per second without waiting for beat's next tick (which
+  remains the safety net).
 * **Sync** checks every type: a delta (or heartbeat) when ``NextSyncAt`` passed, a queued full resync when
   ``NextResyncAt`` passed. ``Next…At`` is the last time plus the interval read at that moment, so an interval
   changed at run time applies at once.
@@ -137,6 +139,10 @@ class Agent:
         kind = status_type(name)
         if not kind.resyncable:
             log.warning("hub=%s %s cannot be resynced; dropped from the queue", self.hub, kind.short)
+            return None
+        if self.inventory.filling(kind.short):
+            log.info("hub=%s resync of %s waits: its inventory is being listed from the hub", self.hub, kind.short)
+            self.queue.push([kind.short])
             return None
         log.info("hub=%s resync of %s starts after %.1fs in the queue", self.hub, kind.short, waited)
         try:

@@ -3,7 +3,9 @@
 Layout (``<hub>`` is the hub name, ``<type>`` the short event type such as ``managedcluster``):
 
 * ``gh:<hub>:inv:<type>``: a hash, object id -> the object's JSON;
-* ``gh:<hub>:changes:<type>``: a stream of changes (``op`` = ``upsert``/``delete``, ``id``), for delta sync.
+* ``gh:<hub>:changes:<type>``: a stream of changes (``op`` = ``upsert``/``delete``, ``id``), for delta sync;
+* ``gh:<hub>:inv:filling:<type>``: present (with a short expiry, renewed) while a source lists the type from
+  scratch: a full resync of it then waits, since it would send a partial inventory as if it were whole.
 
 Writes go through :meth:`RedisInventory.apply` so that the hash and the change log move together (one MULTI).
 A Kubernetes-backed inventory would implement the same three read methods.
@@ -22,6 +24,7 @@ from globalhub.protocol import jsonutil
 
 SCAN_BATCH = 1000
 CHANGE_LOG_MAX = 1_000_000
+FILLING_TTL = 30  # seconds a "being listed" mark lasts unless renewed (a source that died leaves no lasting mark)
 
 
 class Inventory(Protocol):
@@ -45,6 +48,10 @@ class Inventory(Protocol):
 
     def trim_through(self, short_type: str, cursor: Cursor) -> None:
         """Forget changes that were sent."""
+        ...
+
+    def filling(self, short_type: str) -> bool:
+        """Whether a source is listing the type right now, so that what the inventory holds may be partial."""
         ...
 
 
@@ -152,6 +159,24 @@ class RedisInventory:
     def trim_through(self, short_type: str, cursor: Cursor) -> None:
         """Forget changes that were sent (everything before the cursor's position)."""
         self._redis.xtrim(self.changes_key(short_type), minid=cursor.position, approximate=True)
+
+    def filling_key(self, short_type: str) -> str:
+        return f"gh:{self._hub}:inv:filling:{short_type}"
+
+    def filling(self, short_type: str) -> bool:
+        return bool(self._redis.exists(self.filling_key(short_type)))
+
+    def mark_filling(self, types: Iterable[str], *, ttl: int = FILLING_TTL) -> None:
+        """Say the types are being listed (again: renews the mark); it lapses after ``ttl`` seconds unless renewed."""
+        pipe = self._redis.pipeline(transaction=False)
+        for short_type in types:
+            pipe.set(self.filling_key(short_type), "1", ex=ttl)
+        pipe.execute()
+
+    def done_filling(self, types: Iterable[str]) -> None:
+        keys = [self.filling_key(short_type) for short_type in types]
+        if keys:
+            self._redis.delete(*keys)
 
     def count(self, short_type: str) -> int:
         return int(self._redis.hlen(self.objects_key(short_type)))

@@ -14,7 +14,8 @@ upserts and deletes keyed by inventory id) and turns them into API calls, so tha
   ``GH_HUB_GRAFANA_URL`` setting gives it).
 
 Every object it creates carries the label ``globalhub.io/simulated-hub: <hub>``, and only those are removed by
-``--reset``. ClusterClaims are hub-wide: simulate one hub per API server.
+``--reset``; ManagedClusters and Policies also carry their inventory id (``globalhub.io/simulated-id``), so a later
+run without ``--reset`` finds them again. ClusterClaims are hub-wide: simulate one hub per API server.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from globalhub.protocol.objects import CLUSTER_ID_CLAIM
 log = logging.getLogger(__name__)
 
 SIMULATED_LABEL: Final = "globalhub.io/simulated-hub"
+SIMULATED_ID: Final = "globalhub.io/simulated-id"  # annotation: the simulator's id of the object
 _SERVER_FIELDS: Final = ("uid", "resourceVersion", "creationTimestamp", "managedFields", "generation")
 WORKERS: Final = 4  # requests in flight: the API server and this process overlap
 
@@ -45,9 +47,16 @@ class KubeTarget:
     def __init__(self, api: KubeApi, hub: str) -> None:
         self._api = api
         self._hub = hub
-        self._clusters: dict[str, str] = {}  # claim id -> ManagedCluster name
-        self._policies: dict[str, tuple[str, str]] = {}  # the simulator's policy uid -> (namespace, name)
         self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="kube-target")
+        # What an earlier run created: claim id -> ManagedCluster name; the simulator's policy uid -> (namespace, name)
+        self._clusters: dict[str, str] = {
+            sid: obj["metadata"]["name"] for obj in self._list(MANAGED_CLUSTERS) if (sid := _simulated_id(obj))
+        }
+        self._policies: dict[str, tuple[str, str]] = {
+            sid: (obj["metadata"]["namespace"], obj["metadata"]["name"])
+            for obj in self._list(POLICIES)
+            if (sid := _simulated_id(obj))
+        }
 
     def close(self) -> None:
         self._pool.shutdown()
@@ -98,7 +107,7 @@ class KubeTarget:
                 self._delete(MANAGED_CLUSTERS, name, None)
             return
         name = change.obj["metadata"]["name"]
-        self._upsert(MANAGED_CLUSTERS, change.obj, known=change.object_id in self._clusters)
+        self._upsert(MANAGED_CLUSTERS, change.obj, change.object_id, known=change.object_id in self._clusters)
         self._clusters[change.object_id] = name
 
     def _write_policy(self, change: Change) -> None:
@@ -108,7 +117,7 @@ class KubeTarget:
                 self._delete(POLICIES, where[1], where[0])
             return
         metadata = change.obj["metadata"]
-        self._upsert(POLICIES, change.obj, known=change.object_id in self._policies)
+        self._upsert(POLICIES, change.obj, change.object_id, known=change.object_id in self._policies)
         self._policies[change.object_id] = (metadata["namespace"], metadata["name"])
 
     def _write_compliance(self, change: Change) -> None:
@@ -134,16 +143,18 @@ class KubeTarget:
                     "metadata": {"name": name},
                     "spec": {"value": value},
                 }
-                self._upsert(CLUSTER_CLAIMS, claim, known=False)
+                self._upsert(CLUSTER_CLAIMS, claim, None, known=False)
             else:
                 self._delete(CLUSTER_CLAIMS, name, None)
 
     # --- API calls ---------------------------------------------------------------------------------------------------
 
-    def _upsert(self, resource: Resource, obj: dict[str, Any], *, known: bool) -> None:
+    def _upsert(self, resource: Resource, obj: dict[str, Any], object_id: str | None, *, known: bool) -> None:
         """Create (or patch labels, annotations and spec of what exists), then set the status if there is one."""
         metadata = {k: v for k, v in obj["metadata"].items() if k not in _SERVER_FIELDS}
         metadata["labels"] = {**(metadata.get("labels") or {}), SIMULATED_LABEL: self._hub}
+        if object_id is not None:
+            metadata["annotations"] = {**(metadata.get("annotations") or {}), SIMULATED_ID: object_id}
         body = {k: v for k, v in obj.items() if k != "status"}
         body["metadata"] = metadata
         name, namespace = metadata["name"], metadata.get("namespace")
@@ -183,3 +194,9 @@ class KubeTarget:
 
     def _list(self, resource: Resource) -> list[dict[str, Any]]:
         return self._api.list_all(resource, label_selector=f"{SIMULATED_LABEL}={self._hub}")
+
+
+def _simulated_id(obj: dict[str, Any]) -> str | None:
+    annotations = obj["metadata"].get("annotations") or {}
+    value = annotations.get(SIMULATED_ID)
+    return value if isinstance(value, str) else None

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 import threading
 import time
+import uuid
 from types import FrameType
 
 import redis
@@ -53,27 +55,57 @@ class InventoryWatcher:
             "credentials": settings.credentials.describe(),
             "started_at": repr(time.time()),
         }
+        self._epoch = uuid.uuid4().hex  # marks this process's data in Redis; its absence means Redis lost it
 
     def stop(self) -> None:
         """Stop at once: a watch may be waiting minutes for the server; nothing is lost by leaving it (the threads
         are daemons, and a restart relists)."""
         self.stop_event.set()
 
-    def run(self) -> None:
+    def run(self) -> int:
+        """Until stopped (0), or until a watcher's thread died (1: the process should be restarted)."""
         threads = [
             threading.Thread(target=watcher.run, name=f"watch-{watcher.name}", daemon=True) for watcher in self.watchers
         ]
+        self._claim_epoch()
         for thread in threads:
             thread.start()
         log.info("hub=%s inventory watcher started (%s)", self._config.hub_name, self._header["credentials"])
+        code = 0
         while not self.stop_event.wait(PUBLISH_EVERY):
+            self.check_inventory()
             self.publish()
+            dead = [thread.name for thread in threads if not thread.is_alive()]
+            if dead:
+                log.error("hub=%s %s stopped unexpectedly; exiting to be restarted", self._config.hub_name, dead)
+                self.stop_event.set()
+                code = 1
         for watcher in self.watchers:
             with watcher.state.lock:
                 watcher.state.connected = False
         self._header["stopped_at"] = repr(time.time())
         self.publish()
         log.info("hub=%s inventory watcher stopped", self._config.hub_name)
+        return code
+
+    def check_inventory(self) -> None:
+        """Redis restarted empty (or someone deleted the hub's keys): every resource is listed again."""
+        try:
+            if self._status.epoch() == self._epoch:
+                return
+            log.warning("hub=%s the inventory in Redis was lost: listing every resource again", self._config.hub_name)
+            self._claim_epoch()
+        except redis.RedisError as error:  # Redis is away: nothing to check until it is back
+            log.warning("hub=%s cannot check the inventory in Redis: %s", self._config.hub_name, error)
+            return
+        for watcher in self.watchers:
+            watcher.request_relist()
+
+    def _claim_epoch(self) -> None:
+        try:
+            self._status.claim_epoch(self._epoch)
+        except redis.RedisError as error:
+            log.warning("hub=%s cannot mark the inventory in Redis: %s", self._config.hub_name, error)
 
     def publish(self) -> None:
         server = next((w.server for w in self.watchers if w.server), "")
@@ -95,7 +127,7 @@ def main() -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    watcher.run()
+    sys.exit(watcher.run())
 
 
 if __name__ == "__main__":

@@ -185,6 +185,7 @@ etcd_up() {
         --initial-cluster "globalhub=http://127.0.0.1:$ETCD_PEER_PORT" \
         --unsafe-no-fsync --quota-backend-bytes 4294967296 \
         </dev/null >>"$KUBE_LOGS/etcd.log" 2>&1 9>&- &
+    wait_pidfile "$ETCD_PIDFILE" || die "etcd: did not start (log: $KUBE_LOGS/etcd.log)"
     for ((i = 0; i < 300; i++)); do
         ETCDCTL_API=3 etcdctl --endpoints "$ETCD_URL" --command-timeout 2s endpoint health >/dev/null 2>&1 && break
         if ((i > 10)) && ! etcd_alive; then
@@ -230,6 +231,16 @@ kube_start_stub() {
     setsid bash -c 'echo $$ >"$0"; exec "$@"' "$KUBE_STUB_PIDFILE" \
         python3 "$KUBE_SRC/core_stub.py" --port "$KUBE_STUB_PORT" --tokens "$KUBE_TOKENS" --rules "$KUBE_RULES" \
         </dev/null >>"$KUBE_LOGS/core-stub.log" 2>&1 9>&- &
+    local i
+    for ((i = 0; i < 100; i++)); do
+        port_open "$KUBE_STUB_PORT" && return 0
+        if ((i > 10)) && ! kube_stub_alive; then
+            tail -n 20 "$KUBE_LOGS/core-stub.log" >&2
+            die "kube: the core stub exited during startup (log: $KUBE_LOGS/core-stub.log)"
+        fi
+        sleep 0.1
+    done
+    die "kube: the core stub does not answer on port $KUBE_STUB_PORT after 10s (log: $KUBE_LOGS/core-stub.log)"
 }
 
 kube_start_apiserver() {
@@ -254,6 +265,7 @@ kube_start_apiserver() {
 
 kube_wait_ready() {
     local deadline=$((SECONDS + 120))
+    wait_pidfile "$KUBE_APISERVER_PIDFILE" || die "kube: the API server did not start (log: $KUBE_LOGS/apiserver.log)"
     while [[ $(kube_curl "$KUBE_URL/readyz" 2>/dev/null) != ok ]]; do
         if ! kube_apiserver_alive; then
             tail -n 20 "$KUBE_LOGS/apiserver.log" >&2
@@ -264,9 +276,11 @@ kube_wait_ready() {
     done
 }
 
-# Server-side apply of every CRD, then wait until each serves its resource.
+# Server-side apply of every CRD, then wait until each serves its resource. (The list is read first, in this shell:
+# a failure to download it must stop `up`, which it would not from inside a process substitution.)
 kube_apply_crds() {
-    local file resource name code deadline plural rest
+    local file resource name code deadline plural rest crds
+    crds=$(kube_crd_files)
     while read -r file resource; do
         plural=${resource##*/}
         rest=${resource%/*}
@@ -282,15 +296,37 @@ kube_apply_crds() {
             ((SECONDS < deadline)) || die "kube: the CRD $name is not served after 60s"
             sleep 0.2
         done
-    done < <(kube_crd_files)
+    done <<<"$crds"
+}
+
+# True when every CRD of stack/kube/crds.txt serves its resource.
+kube_crds_served() {
+    local module path resource
+    while read -r module path resource; do
+        [[ -z $module || $module == \#* ]] && continue
+        [[ $(kube_curl -o /dev/null -w '%{http_code}' "$KUBE_URL/apis/$resource?limit=1" 2>/dev/null) == 200 ]] ||
+            return 1
+    done <"$KUBE_SRC/crds.txt"
+}
+
+# Wait until the pidfile $1 of a process just launched in the background is written (the launching shell writes it
+# before it execs the program).
+wait_pidfile() {
+    local i
+    for ((i = 0; i < 100; i++)); do
+        [[ -s $1 ]] && return 0
+        sleep 0.05
+    done
+    return 1
 }
 
 kube_up() {
     local start=$EPOCHREALTIME
     mkdir -p "$KUBE_DIR" "$KUBE_LOGS"
     if kube_apiserver_alive && kube_stub_alive; then
-        port_open "$KUBE_PORT" ||
-            die "kube: an API server runs from $KUBE_DIR but not on port $KUBE_PORT; run 'bin/stack down kube' first"
+        port_open "$KUBE_PORT" && port_open "$KUBE_STUB_PORT" ||
+            die "kube: an API server runs from $KUBE_DIR but not on ports $KUBE_PORT/$KUBE_STUB_PORT; run 'bin/stack down kube' first"
+        kube_crds_served || kube_apply_crds
         report kube reused "$KUBE_URL (KUBECONFIG=$KUBE_ADMIN_KUBECONFIG)"
         return 0
     fi

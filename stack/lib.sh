@@ -106,7 +106,7 @@ apt_install() {
 
 # Slow downloads and builds (Kafka's jars, the Kubernetes API server) are cached outside the clone, keyed by version,
 # so every clone on this machine (and every CI run) shares them.
-CACHE_DIR=${GH_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/globalhub}
+CACHE_DIR=${GH_CACHE_DIR:-${XDG_CACHE_HOME:-${HOME:-$(cd ~ && pwd)}/.cache}/globalhub}
 
 # Hold an exclusive lock on file $1 (at most $2 seconds of waiting) for the rest of the calling (sub)shell, on fd 8.
 cache_lock() {

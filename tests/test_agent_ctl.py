@@ -226,8 +226,8 @@ def test_status_shows_the_kubernetes_source_per_resource_with_its_last_error(
     assert main(["status"]) == 0
     out = capsys.readouterr().out
     assert "inventory source: kubernetes https://api via the pod's service account, running" in out
-    assert re.search(r"managedclusters +connected +objects 3, last event 4\.\d+s ago, relists 2, errors 0", out)
-    assert re.search(r"policies +DISCONNECTED +objects 0, .*errors 1, last error \(1\.\ds ago\): .*403 Forbidden", out)
+    assert re.search(r"managedclusters +connected +objects 3, last event \d+\.\ds ago, relists 2, errors 0", out)
+    assert re.search(r"policies +DISCONNECTED +objects 0, .*errors 1, last error \(\d+\.\ds ago\): .*403", out)
     assert "inventory: managedcluster 3, policy.localcompliance 0, policy.localspec 0" in out
 
     report = status(redis_client, hub, now=now + 60)  # the watcher stopped writing its state a minute ago

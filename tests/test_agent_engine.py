@@ -192,6 +192,23 @@ def test_a_resync_that_kafka_did_not_confirm_goes_back_into_the_queue(
     assert VersionStore(harness.redis, harness.hub).get(CLUSTERS) == Version(0, 0)  # nothing counted as sent
 
 
+def test_a_resync_waits_while_a_source_is_still_listing_the_type(harness: Harness) -> None:
+    populate(harness, 2)
+    harness.agent.queue.push([CLUSTERS, "policy.localspec"])
+    harness.inventory.mark_filling([CLUSTERS])  # the inventory watcher's first list is not complete yet
+
+    assert harness.agent.drain() is None
+    assert [w.type for w in harness.agent.queue.items()] == ["policy.localspec", CLUSTERS]
+    assert [m for m in harness.reader.read(timeout=1.0) if m.short_type == CLUSTERS] == []
+
+    harness.inventory.done_filling([CLUSTERS])
+    for _ in range(2):
+        harness.clock.advance(1)
+        harness.agent.drain()
+    frames = [m for m in harness.sent(4) if m.short_type == CLUSTERS]
+    assert frames[-1].event.extensions["extobjectcount"] == "2"
+
+
 def test_a_delta_carries_each_changed_object_once_with_its_latest_state(harness: Harness) -> None:
     existing = populate(harness, 4)
     quiet_start(harness)

@@ -209,6 +209,27 @@ def test_a_broken_watch_resumes_from_its_resource_version_and_loses_nothing(case
         proxy.close()
 
 
+def test_an_inventory_lost_from_redis_is_listed_again(case: Case) -> None:
+    clusters = [create_cluster(case.api, case.hub, index) for index in range(5)]
+    case.start_watcher()
+    wait_for(lambda: case.inventory.ids(CLUSTER) == {claim_of(c) for c in clusters}, timeout=60, what="the list")
+    wait_for(case.all_connected, timeout=30, what="three open watches")
+    relists = case.resource("managedclusters")["relists"]
+
+    # Redis restarts empty (here: every key of the hub deleted); the API server is quiet, no event comes.
+    keys = list(case.redis.scan_iter(match=f"gh:{case.hub}:*"))
+    case.redis.delete(*keys)
+
+    wait_for(lambda: case.inventory.ids(CLUSTER) == {claim_of(c) for c in clusters}, timeout=60, what="the refill")
+    wait_for(
+        lambda: case.resource("managedclusters").get("relists", 0) > relists,
+        timeout=30,
+        what="the relist in the published state",
+    )
+    assert case.redis.xlen(case.inventory.changes_key(CLUSTER)) == 5, "each cluster is a change again, for a delta"
+    assert not case.inventory.filling(CLUSTER)
+
+
 def test_a_compacted_resource_version_relists_and_removes_what_was_deleted_behind_the_api_server(case: Case) -> None:
     api = case.api
     clusters = [create_cluster(api, case.hub, index) for index in range(4)]
@@ -309,14 +330,14 @@ def test_an_unreachable_server_is_a_clear_error_and_the_watcher_connects_when_it
         proxy.close()
 
 
-def test_watches_ask_for_bookmarks_and_the_server_sends_them(kube: KubeStack, hub_name: str) -> None:
+def test_watches_ask_for_bookmarks_and_the_server_sends_them(kube: KubeStack, kube_api: KubeApi, hub_name: str) -> None:
     api = Connector(Credentials(kubeconfig=str(kube.agent_kubeconfig))).open()
     try:
         page = api.list_page(MANAGED_CLUSTERS, limit=10)
-        stream = api.watch(MANAGED_CLUSTERS, page.resource_version, timeout_seconds=5)
-        # The server sends a bookmark shortly before a watch times out (and every minute), once its resourceVersion
-        # has moved past the watcher's.
-        create_cluster(kube.admin(), hub_name, 0)
+        # The server sends a bookmark 2 s before a watch times out (and every minute), once its resourceVersion has
+        # moved past the watcher's: a change first, then the end of a watch long enough for a slow machine.
+        stream = api.watch(MANAGED_CLUSTERS, page.resource_version, timeout_seconds=12)
+        create_cluster(kube_api, hub_name, 0)
         events = list(stream)
     finally:
         api.close()

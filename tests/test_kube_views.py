@@ -110,13 +110,29 @@ def test_a_deleted_cluster_is_removed_by_name_even_without_its_claims() -> None:
     assert view.forget(obj) == []
 
 
-def test_two_clusters_with_one_id_claim_report_only_the_first() -> None:
+def test_of_two_clusters_with_one_id_claim_the_first_is_reported_and_the_other_takes_over_when_it_goes() -> None:
+    view = ClusterView()
+    first, second = cluster(1), cluster(2)
+    second["status"]["clusterClaims"] = copy.deepcopy(first["status"]["clusterClaims"])
+    claim = cluster_claim_id(first)
+    view.observe(first)
+    assert view.observe(second) == []
+    changes = view.forget(first)
+    assert [(short, object_id, value is None) for short, object_id, value in changes] == [
+        (CLUSTER, claim, True),
+        (CLUSTER, claim, False),
+    ]
+    assert changes[-1][2] is not None and changes[-1][2]["metadata"]["name"] == second["metadata"]["name"]
+    assert view.forget(second) == [(CLUSTER, claim, None)]
+
+
+def test_a_waiting_cluster_that_goes_first_is_forgotten() -> None:
     view = ClusterView()
     first, second = cluster(1), cluster(2)
     second["status"]["clusterClaims"] = copy.deepcopy(first["status"]["clusterClaims"])
     view.observe(first)
-    assert view.observe(second) == []
-    assert view.forget(second) == []  # removing the impostor does not remove the first
+    view.observe(second)
+    assert view.forget(second) == []
     assert view.forget(first) == [(CLUSTER, cluster_claim_id(first), None)]
 
 

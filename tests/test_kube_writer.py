@@ -75,3 +75,19 @@ def test_a_relist_judges_the_inventory_as_it_is_not_as_the_writer_remembers(inve
     relist.add(entry for obj in objects for entry in view.observe(obj))
     assert relist.finish() == 2  # the lost cluster back, the stray one gone
     assert inventory.ids(CLUSTER) == {str(cluster_claim_id(obj)) for obj in objects}
+
+
+def test_an_id_given_twice_in_one_write_counts_with_its_last_value(inventory: RedisInventory) -> None:
+    writer = InventoryWriter(inventory, [CLUSTER])
+    view = ClusterView()
+    obj = clusters(1)[0]
+    claim = str(cluster_claim_id(obj))
+    writer.write(view.observe(obj))
+    changed = copy.deepcopy(obj)
+    changed["metadata"]["labels"]["environment"] = "moved"
+    # First the change, then back to what is stored: nothing to write.
+    assert writer.write([(CLUSTER, claim, changed), (CLUSTER, claim, obj)]) == 0
+    assert writer.write([(CLUSTER, claim, obj), (CLUSTER, claim, changed)]) == 1
+    stored = inventory.get(CLUSTER, claim)
+    assert stored is not None and stored["metadata"]["labels"]["environment"] == "moved"
+    assert logged(inventory) == 2

@@ -15,8 +15,10 @@ next retry.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Iterator, Mapping
+import socket
+from collections.abc import Generator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -152,9 +154,19 @@ class KubeApi:
     def __init__(self, client: httpx.Client, server: str) -> None:
         self._client = client
         self.server = server
+        self._watching: httpx.Response | None = None
 
     def close(self) -> None:
         self._client.close()
+
+    def interrupt(self) -> None:
+        """Break the open watch, if any, from another thread: its socket is shut down, so the read ends now."""
+        response = self._watching
+        stream = response.extensions.get("network_stream") if response is not None else None
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     # --- reads -------------------------------------------------------------------------------------------------------
 
@@ -196,7 +208,7 @@ class KubeApi:
     def get(self, resource: Resource, name: str, namespace: str | None = None) -> dict[str, Any]:
         return self._json(resource, "get", "GET", resource_path(resource, namespace, name))
 
-    def watch(self, resource: Resource, resource_version: str, *, timeout_seconds: int) -> Iterator[WatchEvent]:
+    def watch(self, resource: Resource, resource_version: str, *, timeout_seconds: int) -> Generator[WatchEvent]:
         """Changes after ``resource_version``, with bookmarks, until the server ends the watch (or it breaks).
 
         The request is made before this returns (so a refused watch raises here); the events are read as the
@@ -210,18 +222,19 @@ class KubeApi:
             "timeoutSeconds": str(timeout_seconds),
         }
         timeout = httpx.Timeout(timeout_seconds + WATCH_READ_MARGIN, connect=CONNECT_TIMEOUT)
-        request = self._client.build_request("GET", resource_path(resource), params=params, timeout=timeout)
-        response = self._send(resource, "watch", request, stream=True)
+        response = self._send(resource, "watch", "GET", resource_path(resource), params=params, timeout=timeout)
+        self._watching = response
         return self._events(resource, response)
 
-    def _events(self, resource: Resource, response: httpx.Response) -> Iterator[WatchEvent]:
+    def _events(self, resource: Resource, response: httpx.Response) -> Generator[WatchEvent]:
         try:
             for line in response.iter_lines():
                 if line.strip():
                     yield self._event(resource, line)
-        except httpx.HTTPError as error:
+        except _TRANSPORT_ERRORS as error:
             raise Unreachable(f"the watch of {resource.name} on {self.server} broke: {error!r}") from None
         finally:
+            self._watching = None
             response.close()
 
     def _event(self, resource: Resource, line: str) -> WatchEvent:
@@ -273,30 +286,52 @@ class KubeApi:
         content: dict[str, Any] | None = None,
         content_type: str = "application/json",
     ) -> dict[str, Any]:
-        headers = {"Accept": "application/json"}
-        data = None
-        if content is not None:
-            data = orjson.dumps(content)
-            headers["Content-Type"] = content_type
-        request = self._client.build_request(method, path, params=params, content=data, headers=headers)
-        response = self._send(resource, verb, request, stream=False)
+        response = self._send(resource, verb, method, path, params=params, content=content, content_type=content_type)
         try:
             body = orjson.loads(response.content)
         except orjson.JSONDecodeError as error:
             raise Unreachable(f"{verb} {resource.name} on {self.server}: the answer is not JSON ({error})") from None
         return body if isinstance(body, dict) else {}
 
-    def _send(self, resource: Resource, verb: str, request: httpx.Request, *, stream: bool) -> httpx.Response:
+    def _send(
+        self,
+        resource: Resource,
+        verb: str,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        content: dict[str, Any] | None = None,
+        content_type: str = "application/json",
+        timeout: httpx.Timeout | None = None,
+    ) -> httpx.Response:
+        """One request: the response of a 2xx (streamed when ``timeout`` is given, for a watch), or a KubeError."""
+        stream = timeout is not None
+        headers = {"Accept": "application/json"}
+        data = None
+        if content is not None:
+            data = orjson.dumps(content)
+            headers["Content-Type"] = content_type
         try:
+            request = self._client.build_request(
+                method, path, params=params, content=data, headers=headers, timeout=timeout or httpx.USE_CLIENT_DEFAULT
+            )
             response = self._client.send(request, stream=stream)
-        except (httpx.HTTPError, OSError) as error:
-            raise Unreachable(f"cannot reach the API server at {self.server}: {error!r}") from None
-        if response.status_code >= 400:
-            if stream:
+            if response.status_code >= 400 and stream:
                 response.read()
                 response.close()
+        except _TRANSPORT_ERRORS as error:
+            raise Unreachable(f"cannot reach the API server at {self.server}: {error!r}") from None
+        except (ConfigError, KeyError, ValueError) as error:  # lightkube's credentials: an exec plugin, a token file
+            raise BadCredentials(
+                f"{verb} {resource.name} on {self.server}: the credentials failed: {error!r}"
+            ) from None
+        if response.status_code >= 400:
             raise http_error(resource, self.server, verb, response.status_code, response.content)
         return response
+
+
+_TRANSPORT_ERRORS = (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError, OSError)
 
 
 def http_error(resource: Resource, server: str, verb: str, status: int, body: bytes) -> KubeError:
@@ -321,7 +356,10 @@ _ERRORS: dict[int, tuple[type[KubeError], str]] = {
 
 def status_error(resource: Resource, server: str, verb: str, status: Mapping[str, Any]) -> KubeError:
     """The error for a Kubernetes ``Status`` object (an HTTP error, or a watch's ERROR event)."""
-    code = int(status.get("code") or 0)
+    try:
+        code = int(status.get("code") or 0)
+    except (TypeError, ValueError):
+        code = 0
     said = str(status.get("message") or status.get("reason") or "")
     where = f"{verb} {resource.name} on {server}"
     if code == 404:

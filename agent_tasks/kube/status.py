@@ -9,6 +9,9 @@
   ``.watch_restarts``, ``.errors``, ``.last_error``, ``.last_error_at``;
 * per inventory type: ``type.<type>.objects``.
 
+``gh:<hub>:agent:source:epoch`` holds a token of the running watcher. When it disappears, Redis lost its data (it
+restarted empty, or the hub's keys were deleted), and the watcher lists every resource again.
+
 A reader treats the watcher as not running when it stopped, or when ``updated_at`` is older than
 :data:`STALE_AFTER` (it died).
 """
@@ -123,6 +126,18 @@ class SourceStatus:
 
     def clear(self) -> None:
         self._redis.delete(self.key)
+
+    @property
+    def epoch_key(self) -> str:
+        return f"{self.key}:epoch"
+
+    def claim_epoch(self, token: str) -> None:
+        """Mark the hub's data in Redis as the watcher's (a key that lives as long as Redis keeps its data)."""
+        self._redis.set(self.epoch_key, token)
+
+    def epoch(self) -> str | None:
+        raw = self._redis.get(self.epoch_key)
+        return None if raw is None else text(raw)
 
 
 _NUMBERS = {"objects", "relists", "watch_restarts", "errors"}

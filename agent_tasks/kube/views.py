@@ -7,7 +7,8 @@ of 10,000 clusters costs a few megabytes here.
 
 * **managedcluster** (upstream ``managed_cluster_syncer.go``): a ManagedCluster keyed by its ``id.k8s.io`` claim.
   A cluster without that claim, being deleted, labelled as a managed hub (``deploy-mode``) or annotated as
-  migrating is not in the inventory. Two clusters claiming one id: the first one seen keeps it.
+  migrating is not in the inventory. Two clusters claiming one id: the first one seen holds it, and the other takes
+  it over when the first goes.
 * **policy.localspec** (upstream ``policy_syncer.go``): a root Policy (no ``root-policy`` label) keyed by its UID,
   with an empty ``status``. The Policy's ``status`` and ``resourceVersion`` are not part of its content, so a
   status-only update writes nothing, as upstream considers only generation changes; label and annotation changes
@@ -120,15 +121,23 @@ class View(ABC):
 
 
 class _KeyedView(View):
-    """A view where each object gives at most one entry per type, under an id that may differ from its name."""
+    """A view where each object gives at most one entry per type, under an id that may differ from its name.
+
+    Two objects claiming one id: the first one seen holds it, the other waits (its last state is kept, which is rare
+    and small). When the holder goes, or moves to another id, a waiting object takes the id over.
+    """
 
     def __init__(self) -> None:
         self._ids: dict[str, str] = {}  # object key -> id it is reported under
         self._holders: dict[str, str] = {}  # id -> object key that holds it
+        self._waiting: dict[str, dict[str, Mapping[str, Any]]] = {}  # id -> {key: object} of those waiting for it
+        self._waits_for: dict[str, str] = {}  # object key -> id it waits for
 
     def reset(self) -> None:
         self._ids.clear()
         self._holders.clear()
+        self._waiting.clear()
+        self._waits_for.clear()
 
     @property
     def objects(self) -> int:
@@ -140,6 +149,7 @@ class _KeyedView(View):
 
     def observe(self, obj: Mapping[str, Any]) -> list[Entry]:
         key = key_of(obj)
+        self._stop_waiting(key)
         found = self._entries(obj)
         if found is None:
             return self._drop(key)
@@ -149,7 +159,10 @@ class _KeyedView(View):
             log.warning(
                 "%s %s has the id %s of %s too; only %s is reported", self.resource.kind, key, object_id, holder, holder
             )
-            return self._drop(key)
+            changes = self._drop(key)
+            self._waiting.setdefault(object_id, {})[key] = obj
+            self._waits_for[key] = object_id
+            return changes
         changes = self._drop(key) if self._ids.get(key) not in (None, object_id) else []
         self._ids[key] = object_id
         self._holders[object_id] = key
@@ -157,15 +170,30 @@ class _KeyedView(View):
         return changes
 
     def forget(self, obj: Mapping[str, Any]) -> list[Entry]:
-        return self._drop(key_of(obj))
+        key = key_of(obj)
+        self._stop_waiting(key)
+        return self._drop(key)
 
     def _drop(self, key: str) -> list[Entry]:
+        """The object no longer holds its id: remove its entries, or hand the id to an object waiting for it."""
         object_id = self._ids.pop(key, None)
         if object_id is None:
             return []
-        if self._holders.get(object_id) == key:
-            del self._holders[object_id]
-        return [(short, object_id, None) for short in self.types]
+        del self._holders[object_id]
+        changes: list[Entry] = [(short, object_id, None) for short in self.types]
+        waiting = self._waiting.get(object_id)
+        if waiting:
+            successor = next(iter(waiting.values()))
+            changes.extend(self.observe(successor))
+        return changes
+
+    def _stop_waiting(self, key: str) -> None:
+        object_id = self._waits_for.pop(key, None)
+        if object_id is not None:
+            waiting = self._waiting[object_id]
+            del waiting[key]
+            if not waiting:
+                del self._waiting[object_id]
 
 
 class ClusterView(_KeyedView):

@@ -28,7 +28,7 @@ from datetime import timedelta
 
 import redis
 
-from agent_tasks.kube.api import Connector, Credentials, Gone, KubeApi, KubeError, Page
+from agent_tasks.kube.api import Connector, Credentials, Gone, KubeApi, KubeError, Page, WatchEvent
 from agent_tasks.kube.status import ResourceState
 from agent_tasks.kube.views import HubInfoSettings, View
 from agent_tasks.kube.writer import InventoryWriter
@@ -37,6 +37,7 @@ from globalhub.envconf import env_duration, env_int, env_str
 log = logging.getLogger(__name__)
 
 FIRST_RETRY = 0.5
+QUIET_WATCH = 1.0  # seconds: a watch that ends sooner without an event counts as a failure
 
 
 @dataclass(frozen=True)
@@ -90,11 +91,20 @@ class ResourceWatcher:
         self._api: KubeApi | None = None
         self.server = ""  # the API server last connected to
         self._resource_version = ""  # where the watch resumes; empty: relist first
+        self._newest = ""  # the newest resourceVersion seen: a relist is never older
+        self._relist_requested = threading.Event()
         self._failures = 0
 
     @property
     def name(self) -> str:
         return self.view.resource.plural
+
+    def request_relist(self) -> None:
+        """List again as soon as possible, breaking an open watch (from another thread: the inventory was lost)."""
+        self._relist_requested.set()
+        api = self._api
+        if api is not None:
+            api.interrupt()
 
     def run(self) -> None:
         while not self._stop.is_set():
@@ -103,12 +113,14 @@ class ResourceWatcher:
 
     def run_once(self) -> None:
         """One step: (re)list if needed, then one watch; an error is logged, recorded and waited out."""
+        if self._relist_requested.is_set():
+            self._relist_requested.clear()
+            self._resource_version = ""
         try:
             api = self._connect()
             if not self._resource_version:
                 self._relist(api)
             self._watch(api)
-            self._failures = 0
         except Gone as error:
             log.warning("%s", error)
             self._resource_version = ""
@@ -116,7 +128,7 @@ class ResourceWatcher:
             self._record(str(error))
             self._backoff(first_is_free=True)
         except KubeError as error:
-            if self._stop.is_set():  # the watch was interrupted to stop
+            if self._stop.is_set() or self._relist_requested.is_set():  # interrupted on purpose
                 return
             log.error("kubernetes source: %s; retrying", error)
             self._disconnect()  # the next attempt reads the credentials again
@@ -147,21 +159,15 @@ class ResourceWatcher:
             self.state.connected = False
 
     def _relist(self, api: KubeApi) -> None:
+        """List everything and reconcile; full resyncs of the view's types wait meanwhile (the inventory's mark)."""
         started = time.monotonic()
-        resource = self.view.resource
-        while True:
-            relist = self.writer.relist()
-            self.view.reset()
-            try:
-                for page in self._pages(api, api.cached_resource_version(resource)):
-                    relist.add(entry for obj in page.items for entry in self.view.observe(obj))
-            except _ListExpired:
-                log.info("the list of %s expired between pages; listing again from the start", resource.name)
-                continue
-            break
-        relist.add(self.view.settled())
-        written = relist.finish()
-        self._resource_version = page.resource_version
+        inventory = self.writer.inventory
+        inventory.mark_filling(self.writer.types)
+        try:
+            page = self._list(api)
+        finally:
+            inventory.done_filling(self.writer.types)
+        self._resource_version = self._newest = page.resource_version
         seconds = time.monotonic() - started
         now = self._clock()
         with self.state.lock:
@@ -171,14 +177,35 @@ class ResourceWatcher:
             self.state.last_contact_at = now
             self.state.resource_version = self._resource_version
             self._count_objects()
+        self._failures = 0
         log.info(
-            "kubernetes source: listed %d %s at resourceVersion %s in %.0f ms; %d inventory changes",
+            "kubernetes source: listed %d %s at resourceVersion %s in %.0f ms",
             self.view.objects,
-            resource.name,
+            self.view.resource.name,
             self._resource_version,
             seconds * 1000,
-            written,
         )
+
+    def _list(self, api: KubeApi) -> Page:
+        """One complete list, reconciled with the inventory; returns its last page."""
+        resource = self.view.resource
+        while True:
+            relist = self.writer.relist()
+            self.view.reset()
+            # Not older than what was seen already; at start, what the server's watch cache has reached.
+            floor = self._newest or api.cached_resource_version(resource)
+            try:
+                for page in self._pages(api, floor):
+                    relist.add(entry for obj in page.items for entry in self.view.observe(obj))
+                    self.writer.inventory.mark_filling(self.writer.types)
+            except _ListExpired:
+                log.info("the list of %s expired between pages; listing again from the start", resource.name)
+                self._stop.wait(FIRST_RETRY)
+                continue
+            relist.add(self.view.settled())
+            written = relist.finish()
+            log.info("kubernetes source: %s reconciled: %d inventory changes", resource.name, written)
+            return page
 
     def _pages(self, api: KubeApi, floor: str) -> Iterator[Page]:
         """The pages of one list, not older than ``floor``; each next page is fetched while the caller works on the
@@ -204,31 +231,38 @@ class ResourceWatcher:
     def _watch(self, api: KubeApi) -> None:
         resource = self.view.resource
         timeout = self._settings.watch_timeout.total_seconds()
-        seconds = int(random.uniform(timeout, timeout * 1.5))
-        events = api.watch(resource, self._resource_version, timeout_seconds=max(1, seconds))
+        seconds = max(1, int(random.uniform(timeout, timeout * 1.5)))
+        opened = time.monotonic()
+        events = api.watch(resource, self._resource_version, timeout_seconds=seconds)
         with self.state.lock:
             self.state.connected = True
             self.state.watch_restarts += 1
+        if self._relist_requested.is_set():  # asked for while this watch was being opened
+            events.close()
+            return
+        heard = False
         for event in events:
-            now = self._clock()
-            if event.type == "BOOKMARK":
-                self._resource_version = event.resource_version or self._resource_version
-                with self.state.lock:
-                    self.state.last_contact_at = now
-                    self.state.resource_version = self._resource_version
-                continue
-            if event.type == "DELETED":
-                self.writer.write(self.view.forget(event.object))
-            else:
-                self.writer.write(self.view.observe(event.object))
-            self._resource_version = event.resource_version or self._resource_version
-            with self.state.lock:
-                self.state.last_event_at = now
-                self.state.last_contact_at = now
-                self.state.resource_version = self._resource_version
-                self._count_objects()
-            if self._stop.is_set():
+            heard = True
+            self._failures = 0  # the server answers: a later failure starts its backoff afresh
+            self._handle(event)
+            if self._stop.is_set() or self._relist_requested.is_set():
                 return
+        if not heard and time.monotonic() - opened < min(seconds, QUIET_WATCH):
+            # A watch that ends at once, saying nothing (a proxy closing streams), must not be reopened in a loop.
+            raise KubeError(f"the watch of {resource.name} on {api.server} ended at once without an event")
+
+    def _handle(self, event: WatchEvent) -> None:
+        now = self._clock()
+        if event.type != "BOOKMARK":
+            changes = self.view.forget(event.object) if event.type == "DELETED" else self.view.observe(event.object)
+            self.writer.write(changes)
+        self._resource_version = self._newest = event.resource_version or self._resource_version
+        with self.state.lock:
+            self.state.last_contact_at = now
+            if event.type != "BOOKMARK":
+                self.state.last_event_at = now
+                self._count_objects()
+            self.state.resource_version = self._resource_version
 
     # --- bookkeeping -----------------------------------------------------------------------------------------------
 

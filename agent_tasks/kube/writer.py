@@ -44,7 +44,7 @@ class InventoryWriter:
     """The inventory types one view owns, as the view says they are."""
 
     def __init__(self, inventory: RedisInventory, types: Iterable[str]) -> None:
-        self._inventory = inventory
+        self.inventory = inventory
         self._digests: dict[str, dict[str, bytes]] = {short: {} for short in types}
 
     @property
@@ -61,17 +61,24 @@ class InventoryWriter:
         """Read what the inventory holds now (before a relist is reconciled against it)."""
         for short_type, digests in self._digests.items():
             digests.clear()
-            for object_id, raw in self._inventory.list_encoded(short_type):
+            for object_id, raw in self.inventory.list_encoded(short_type):
                 try:
                     digests[object_id] = content_digest(jsonutil.loads(raw))
                 except ValueError:
                     digests[object_id] = b""  # unreadable: any listed content replaces it
 
     def write(self, entries: Iterable[Entry]) -> int:
-        """Store entries that differ from what the inventory holds; returns how many changes were written."""
+        """Store entries that differ from what the inventory holds; returns how many changes were written.
+
+        An id given twice counts with its last value (a view may say an entry changed twice in one go).
+        """
+        final: dict[tuple[str, str], dict[str, Any] | None] = {}
+        for short_type, object_id, value in entries:
+            final.pop((short_type, object_id), None)  # keep the order of last changes
+            final[(short_type, object_id)] = value
         changes: dict[str, list[Change]] = {}
         pending: list[tuple[str, str, bytes | None]] = []
-        for short_type, object_id, value in entries:
+        for (short_type, object_id), value in final.items():
             digests = self._digests[short_type]
             if value is None:
                 if object_id not in digests:
@@ -84,7 +91,7 @@ class InventoryWriter:
             changes.setdefault(short_type, []).append(Change(object_id, value))
             pending.append((short_type, object_id, digest))
         for short_type, batch in changes.items():
-            self._inventory.apply(short_type, batch, chunk=WRITE_CHUNK)
+            self.inventory.apply(short_type, batch, chunk=WRITE_CHUNK)
         for short_type, object_id, digest in pending:  # only after Redis took them
             if digest is None:
                 self._digests[short_type].pop(object_id, None)
