@@ -80,9 +80,9 @@ def test_a_relist_judges_the_inventory_as_it_is_not_as_the_writer_remembers(inve
 def test_an_id_given_twice_in_one_write_counts_with_its_last_value(inventory: RedisInventory) -> None:
     writer = InventoryWriter(inventory, [CLUSTER])
     view = ClusterView()
-    obj = clusters(1)[0]
-    claim = str(cluster_claim_id(obj))
-    writer.write(view.observe(obj))
+    [(_, claim, obj)] = view.observe(clusters(1)[0])
+    assert obj is not None
+    writer.write([(CLUSTER, claim, obj)])
     changed = copy.deepcopy(obj)
     changed["metadata"]["labels"]["environment"] = "moved"
     # First the change, then back to what is stored: nothing to write.
