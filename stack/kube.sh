@@ -245,7 +245,8 @@ kube_start_stub() {
 
 kube_start_apiserver() {
     rm -f "$KUBE_APISERVER_PIDFILE"
-    # Webhook results are cached for a second only, so a changed token or rule takes effect at once.
+    # Webhook results are cached for a second only, so a changed token or rule takes effect at once. Open watches
+    # get 2 s to end when it stops (by default it waits for them, and `down` would wait 30 s and kill it).
     # shellcheck disable=SC2016  # $$, $0 and $@ belong to the inner shell
     setsid bash -c 'echo $$ >"$0"; exec "$@"' "$KUBE_APISERVER_PIDFILE" \
         "$KUBE_APISERVER_BIN" --etcd-servers "$ETCD_URL" \
@@ -259,6 +260,7 @@ kube_start_apiserver() {
         --authentication-token-webhook-cache-ttl 1s \
         --authorization-webhook-cache-authorized-ttl 1s --authorization-webhook-cache-unauthorized-ttl 1s \
         --enable-priority-and-fairness=false \
+        --shutdown-watch-termination-grace-period 2s \
         --disable-admission-plugins NamespaceLifecycle,MutatingAdmissionPolicy,MutatingAdmissionWebhook,ValidatingAdmissionPolicy,ValidatingAdmissionWebhook \
         </dev/null >>"$KUBE_LOGS/apiserver.log" 2>&1 9>&- &
 }
