@@ -2,9 +2,9 @@
 
 * **Start** (and after any doubt): list every object, page by page, and reconcile the inventory with the list:
   changed objects are written, objects the list no longer has are removed (so they reach the manager as deletes).
-  Pages are served from the API server's watch cache, at a resourceVersion no older than the one the cache has
-  reached: several times faster than a consistent read from etcd, and at most as stale as the watch that follows
-  (which starts from the list's resourceVersion) makes good.
+  Pages are served from the API server's watch cache, at a resourceVersion no older than the newest one seen (at
+  start: the one the cache has reached), several times faster than a consistent read from etcd. While a list
+  runs, full resyncs of its types wait (``RedisInventory.mark_filling``).
 * **Watch** from the list's resourceVersion, with bookmarks, for a few minutes at a time; each change is written
   at once. When the server ends the watch, or the connection breaks, the watch resumes from the last
   resourceVersion seen (bookmarks move it too).
@@ -12,7 +12,8 @@
   counted in ``relists``.
 * **Errors** (unreachable, 401, 403, a missing CRD, a Redis failure): a clear log line, the state in Redis, and a
   retry with exponential backoff up to ``GH_KUBE_RETRY_MAX``; credentials are read again at every retry. A failed
-  write to the inventory is followed by a relist, since the inventory may have missed a change.
+  write to the inventory is followed by a relist, since the inventory may have missed a change, and so is a
+  request from the process (:meth:`ResourceWatcher.request_relist`: Redis lost the inventory).
 """
 
 from __future__ import annotations
