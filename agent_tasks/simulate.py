@@ -32,7 +32,6 @@ import argparse
 import base64
 import json
 import random
-import signal
 import sys
 import threading
 import time
@@ -41,7 +40,6 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from types import FrameType
 from typing import Any, Final, Protocol
 
 import redis
@@ -51,6 +49,7 @@ from agent_tasks.inventory import Change, RedisInventory
 from agent_tasks.types import HUB_INFO_KEY
 from globalhub.protocol.events import EventType
 from globalhub.protocol.objects import CLUSTER_ID_CLAIM
+from globalhub.stopping import call_on_signals
 
 CLUSTER: Final = EventType.MANAGED_CLUSTER.short
 POLICY: Final = EventType.LOCAL_POLICY_SPEC.short
@@ -756,23 +755,6 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _install_stop_handlers(stop: threading.Event) -> Callable[[], None]:
-    """SIGTERM/SIGINT set ``stop``; returns a function restoring the previous handlers."""
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
-
-    def restore() -> None:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-    return restore
-
-
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     if args.interval <= 0:
@@ -804,7 +786,7 @@ def main(argv: list[str] | None = None) -> None:
         if not args.churn:
             return
         stop = threading.Event()
-        restore = _install_stop_handlers(stop)
+        restore = call_on_signals(stop.set)
         try:
             started = time.monotonic()
             totals = simulator.run(stop, interval=args.interval, duration=args.duration)

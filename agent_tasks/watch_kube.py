@@ -13,12 +13,10 @@ SIGTERM/SIGINT stop it cleanly.
 from __future__ import annotations
 
 import logging
-import signal
 import sys
 import threading
 import time
 import uuid
-from types import FrameType
 
 import redis
 
@@ -29,6 +27,7 @@ from agent_tasks.kube.status import SourceStatus
 from agent_tasks.kube.views import ClusterView, HubInfoView, PolicyView, View
 from agent_tasks.kube.watch import KubeSourceSettings, ResourceWatcher
 from agent_tasks.kube.writer import InventoryWriter
+from globalhub.stopping import call_on_signals
 
 log = logging.getLogger("agent_tasks.watch_kube")
 
@@ -122,11 +121,7 @@ def main() -> None:
     settings = KubeSourceSettings.from_env()
     watcher = InventoryWatcher(config, settings, redis.Redis.from_url(config.redis_url))
 
-    def stop(signum: int, frame: FrameType | None) -> None:
-        watcher.stop()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    call_on_signals(watcher.stop)
     sys.exit(watcher.run())
 
 

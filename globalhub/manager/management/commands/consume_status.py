@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import logging
-import signal
 import time
-from types import FrameType
 from typing import Any
 
 from django.conf import settings
@@ -15,6 +13,7 @@ from django.db import DatabaseError, connection
 from globalhub.manager.consumer import ConsumerOptions, StatusConsumer
 from globalhub.manager.lifecycle import manager_started
 from globalhub.protocol.kafka import KafkaSettings
+from globalhub.stopping import call_on_signals
 
 log = logging.getLogger("globalhub.manager.consume_status")
 
@@ -40,11 +39,7 @@ class Command(BaseCommand):
             ),
         )
 
-        def stop(signum: int, frame: FrameType | None) -> None:
-            consumer.stop()
-
-        signal.signal(signal.SIGTERM, stop)
-        signal.signal(signal.SIGINT, stop)
+        call_on_signals(consumer.stop)
         announce_start()
         consumer.run()
 
