@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -23,6 +23,7 @@ from globalhub.protocol.bundles import Frame, ObjectMetadata, dumps, frame_compl
 from globalhub.protocol.codec import OutgoingMessage, encode
 from globalhub.protocol.events import EXT_SEND_MODE, EXT_VERSION
 from globalhub.protocol.kafka import ConfirmedProducer
+from globalhub.protocol.requests import answers_extension
 from globalhub.protocol.version import Version
 
 log = logging.getLogger(__name__)
@@ -75,8 +76,11 @@ class Emitter:
 
     # --- full resync -------------------------------------------------------------------------------------------
 
-    def full_resync(self, status_type: StatusType) -> SendReport:
-        """Send the whole state of a type. Raises ``DeliveryFailed`` when Kafka did not confirm all of it."""
+    def full_resync(self, status_type: StatusType, answers: Sequence[str] = ()) -> SendReport:
+        """Send the whole state of a type. Raises ``DeliveryFailed`` when Kafka did not confirm all of it.
+
+        ``answers``: the ids of the manager's requests it answers, carried by every message (``ghrequests``).
+        """
         started = time.monotonic()
         short = status_type.short
         position = self.inventory.log_position(short)  # before listing: later changes go out as deltas
@@ -86,7 +90,8 @@ class Emitter:
             payloads = _framed(frame_resync(self._hybrid_objects(status_type, report)))
         else:
             payloads = self._complete_state(status_type, report)
-        report.messages = self._send(self._messages(status_type, payloads, version, report))
+        extra = answers_extension(answers)
+        report.messages = self._send(self._messages(status_type, payloads, version, report, extra))
         self._sent(short, version, self._clock(), report)
         self.state.update(short, cursor=str(Cursor.at(position)), last_resync=self._clock())
         self.inventory.trim_through(short, Cursor.at(position))
@@ -129,11 +134,16 @@ class Emitter:
         return iter([(raw, {})])
 
     def _messages(
-        self, status_type: StatusType, payloads: Iterator[Payload], version: Version, report: SendReport
+        self,
+        status_type: StatusType,
+        payloads: Iterator[Payload],
+        version: Version,
+        report: SendReport,
+        extra: Mapping[str, str] | None = None,
     ) -> Iterator[OutgoingMessage]:
         for payload, frame_extensions in payloads:
             report.bytes += len(payload)
-            extensions: dict[str, str | int] = {EXT_VERSION: str(version), **frame_extensions}
+            extensions: dict[str, str | int] = {EXT_VERSION: str(version), **frame_extensions, **(extra or {})}
             yield encode(event_type=status_type.event_type, source=self.hub, data=payload, extensions=extensions)
 
     # --- delta sync --------------------------------------------------------------------------------------------

@@ -145,11 +145,13 @@ class Agent:
             self.queue.push([kind.short])
             return None
         log.info("hub=%s resync of %s starts after %.1fs in the queue", self.hub, kind.short, waited)
+        answers = self.queue.take_answers(kind.short)
         try:
             with self._type_lock(kind, RESYNC_LOCK_SECONDS, wait=DRAIN_WAIT_SECONDS):
-                report = self.emitter.full_resync(kind)
+                report = self.emitter.full_resync(kind, answers)
         except Exception as error:
             self._failed(kind, "resync", error)
+            self.queue.give_back_answers(kind.short, answers)
             self.queue.push([kind.short])
             return None
         self.state.clear_error(kind.short)

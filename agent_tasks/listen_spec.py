@@ -90,6 +90,7 @@ def handle_spec_message(
             log.warning("hub=%s resync request for unknown type %r ignored", hub, name[:200])
         elif short not in outcome.queued:
             outcome.queued.append(short)
+    queue.note_answers(outcome.queued, request.request_id)  # before queuing: the resync that pops it answers
     added = queue.push(outcome.queued)
     log.info(
         "hub=%s resync requested (subject %s) for %s: %d newly queued",

@@ -6,7 +6,9 @@
 * Observable: ``items()`` lists what waits and since when; ``length()`` for metrics.
 
 Layout: ``gh:<hub>:resync:queue`` (list of short types) and ``gh:<hub>:resync:since`` (hash type -> enqueue time,
-which doubles as the "already waiting" set).
+which doubles as the "already waiting" set). ``gh:<hub>:resync:answers:<type>`` holds the ids of the manager's
+requests that the type's next full resync answers: noted before the type is queued, taken by the resync that sends
+it, given back when that resync fails.
 """
 
 from __future__ import annotations
@@ -88,3 +90,29 @@ class ResyncQueue:
 
     def clear(self) -> None:
         self._redis.delete(self._list, self._since)
+
+    def _answers_key(self, short_type: str) -> str:
+        return f"{self._list.removesuffix(':queue')}:answers:{short_type}"
+
+    def note_answers(self, types: Iterable[str], request_id: str) -> None:
+        """The next full resync of each type answers the manager's request ``request_id`` (noted before queuing)."""
+        if not request_id:
+            return
+        pipe = self._redis.pipeline(transaction=False)
+        for short_type in types:
+            pipe.sadd(self._answers_key(short_type), request_id)
+        pipe.execute()
+
+    def take_answers(self, short_type: str) -> list[str]:
+        """The requests a full resync of the type starting now answers (they are no longer noted)."""
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.smembers(self._answers_key(short_type))
+        pipe.delete(self._answers_key(short_type))
+        members, _ = pipe.execute()
+        return sorted((text(member) for member in members), key=lambda i: (len(i), i))  # numeric ids: oldest first
+
+    def give_back_answers(self, short_type: str, request_ids: Iterable[str]) -> None:
+        """A resync that failed did not answer them: the next one will."""
+        ids = list(request_ids)
+        if ids:
+            self._redis.sadd(self._answers_key(short_type), *ids)

@@ -171,6 +171,33 @@ def test_a_resync_sends_upstream_shaped_objects_and_their_listing(harness: Harne
     assert sorted(entry["id"] for entry in listed) == sorted(c.object_id for c in changes)
 
 
+def test_every_message_of_a_resync_carries_the_requests_it_answers_and_a_failed_one_keeps_them(
+    harness: Harness,
+) -> None:
+    populate(harness, 3)
+    harness.agent.start()
+    harness.agent.queue.clear()
+    harness.agent.queue.note_answers([CLUSTERS], "7")
+    harness.agent.queue.note_answers([CLUSTERS], "8")
+    harness.agent.request_resync([CLUSTERS])
+    good = harness.emitter.producer
+    harness.emitter.producer = ConfirmedProducer(
+        KafkaSettings(bootstrap_servers="127.0.0.1:9"), **{"message.timeout.ms": 1500}
+    )
+    assert harness.agent.drain() is None  # Kafka refused it: it answered nobody
+
+    harness.emitter.producer = good
+    harness.clock.advance(1)
+    harness.agent.drain()
+    frames = harness.sent(2)
+    assert [frame.event.extensions.get("ghrequests") for frame in frames] == ["7,8", "7,8"]
+
+    harness.agent.request_resync([CLUSTERS])  # the agent's own resync (periodic, a trimmed log) answers nobody
+    harness.clock.advance(1)
+    harness.agent.drain()
+    assert [frame.event.extensions.get("ghrequests") for frame in harness.sent(2)] == [None, None]
+
+
 def test_draining_an_empty_queue_sends_nothing(harness: Harness) -> None:
     assert harness.agent.drain() is None
     assert harness.reader.read(timeout=1.0) == []

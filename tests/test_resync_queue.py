@@ -42,6 +42,18 @@ def waiting_types(queue: ResyncQueue) -> list[str]:
 # --- one process ---------------------------------------------------------------------------------------------------
 
 
+def test_the_requests_a_type_answers_are_noted_taken_once_and_given_back(queue: ResyncQueue) -> None:
+    queue.note_answers(["managedcluster", "policy.localspec"], "12")
+    queue.note_answers(["managedcluster"], "9")
+    queue.note_answers(["managedcluster"], "")  # a request without an id (an upstream manager's) notes nothing
+
+    assert queue.take_answers("managedcluster") == ["9", "12"]
+    assert queue.take_answers("managedcluster") == []  # taken by the resync that answers them
+    queue.give_back_answers("managedcluster", ["9", "12"])  # that resync failed: the next one answers them
+    assert queue.take_answers("managedcluster") == ["9", "12"]
+    assert queue.take_answers("policy.localspec") == ["12"]
+
+
 def test_types_come_out_in_the_order_they_were_pushed(queue: ResyncQueue) -> None:
     queue.push(["policy.localspec"], now=1.0)
     queue.push(["managedcluster", "managedhub.info"], now=2.0)

@@ -68,6 +68,17 @@ def test_a_request_for_this_hub_queues_its_types_in_request_order(queue: ResyncQ
     assert waiting(queue) == ["policy.localspec", "managedcluster", "managedhub.info"]
 
 
+def test_a_requests_id_is_noted_for_each_type_it_queues_or_finds_waiting(queue: ResyncQueue, hub_name: str) -> None:
+    handle(resync_request(hub_name, [CLUSTER], request_id="41"), hub_name, queue)
+    handle(resync_request(BROADCAST, [CLUSTER, POLICY], request_id="42"), hub_name, queue)
+    handle(resync_request(hub_name, [POLICY], request_id="not an id!"), hub_name, queue)
+
+    assert waiting(queue) == ["managedcluster", "policy.localspec"]
+    assert queue.take_answers("managedcluster") == ["41", "42"]
+    assert queue.take_answers("policy.localspec") == ["42"]
+    assert queue.take_answers(NOPE) == []
+
+
 def test_a_type_asked_for_twice_is_queued_once_and_a_waiting_type_keeps_its_place(
     queue: ResyncQueue, hub_name: str
 ) -> None:

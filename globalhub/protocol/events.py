@@ -61,6 +61,10 @@ EXT_FRAME: Final = "extframe"
 EXT_FRAME_SEQ: Final = "extframeseq"
 EXT_FRAME_TOTAL: Final = "extframetotal"
 EXT_OBJECT_COUNT: Final = "extobjectcount"
+# Which manager requests a full state answers (ours; upstream managers ignore it): on a ``Resync`` the request's id
+# (``ghrequest``), on every message of a full resync the ids it answers, comma-separated (``ghrequests``).
+EXT_REQUEST: Final = "ghrequest"
+EXT_ANSWERS: Final = "ghrequests"
 
 DEFAULT_SPEC_TOPIC: Final = "gh-spec"
 DEFAULT_STATUS_TOPIC_PREFIX: Final = "gh-status."

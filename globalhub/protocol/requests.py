@@ -3,28 +3,63 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from globalhub.protocol.bundles import dumps
 from globalhub.protocol.codec import OutgoingMessage, ReceivedEvent, encode
-from globalhub.protocol.events import BROADCAST, EVENT_TYPE_PREFIX, MANAGER_SOURCE, RESYNC_EVENT_TYPE, EventType
+from globalhub.protocol.events import (
+    BROADCAST,
+    EVENT_TYPE_PREFIX,
+    EXT_ANSWERS,
+    EXT_REQUEST,
+    MANAGER_SOURCE,
+    RESYNC_EVENT_TYPE,
+    EventType,
+)
 
 
 class RequestError(ValueError):
     """A spec event that is not a usable resync request; ``str()`` says why."""
 
 
-def resync_request(subject: str, types: Sequence[EventType | str]) -> OutgoingMessage:
-    """A ``Resync`` for ``subject`` (a hub name or ``broadcast``); data = JSON array of full type strings."""
+MAX_ANSWERS = 20  # request ids one full state carries at most (the newest): a backlog of requests is answered by one
+
+
+def resync_request(subject: str, types: Sequence[EventType | str], request_id: str | None = None) -> OutgoingMessage:
+    """A ``Resync`` for ``subject`` (a hub name or ``broadcast``); data = JSON array of full type strings.
+
+    ``request_id`` (the manager's record of the request) goes in the ``ghrequest`` extension: the full states that
+    answer it carry it back, which is how the manager knows them (upstream agents ignore it).
+    """
     full = [EventType.from_any(str(t)).value for t in types]
-    return encode(event_type=RESYNC_EVENT_TYPE, source=MANAGER_SOURCE, subject=subject, data=dumps(full))
+    extensions = {EXT_REQUEST: request_id} if request_id else None
+    return encode(
+        event_type=RESYNC_EVENT_TYPE, source=MANAGER_SOURCE, subject=subject, data=dumps(full), extensions=extensions
+    )
 
 
 @dataclass(frozen=True)
 class ResyncRequest:
     subject: str
     types: list[str]  # as sent: full type strings (or whatever the sender put there)
+    request_id: str = ""  # the manager's id of the request, when it gave one
+
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+
+
+def answers_extension(request_ids: Iterable[str]) -> dict[str, str]:
+    """The extension a full state carries when it answers these requests (nothing when it answers none)."""
+    ids = [i for i in dict.fromkeys(request_ids) if _REQUEST_ID.fullmatch(i)][-MAX_ANSWERS:]
+    return {EXT_ANSWERS: ",".join(ids)} if ids else {}
+
+
+def answered_requests(extensions: Mapping[str, str]) -> list[str]:
+    """The request ids a received full state says it answers (malformed ones are left out)."""
+    raw = extensions.get(EXT_ANSWERS) or ""
+    return [i for i in raw.split(",") if _REQUEST_ID.fullmatch(i)][:MAX_ANSWERS]
 
 
 def read_resync_request(event: ReceivedEvent, hub: str) -> ResyncRequest | None:
@@ -46,7 +81,8 @@ def read_resync_request(event: ReceivedEvent, hub: str) -> ResyncRequest | None:
         raise RequestError(f"Resync data is not JSON: {error}") from None
     if not isinstance(data, list) or not all(isinstance(item, str) for item in data):
         raise RequestError("Resync data must be a JSON array of event type strings")
-    return ResyncRequest(event.subject, list(data))
+    request_id = event.extension(EXT_REQUEST) or ""
+    return ResyncRequest(event.subject, list(data), request_id if _REQUEST_ID.fullmatch(request_id) else "")
 
 
 def short_type(name: str) -> str:
