@@ -3,7 +3,14 @@
 Offsets: Kafka auto-commit and offset storage are off. The database is the only offset authority: positions are
 written with the data (:mod:`globalhub.manager.ingest.pipeline`) and every assigned partition starts from its stored
 position (or from the beginning of a hub's topic never read before). On a database failure the batch is rolled
-back and retried with backoff until it succeeds: the consumer never skips a message.
+back, its partitions are rewound to its first records, and it is fetched again after a backoff until it succeeds:
+the consumer never skips a message.
+
+Group membership: a consumer that stops heartbeating (``kill -9``, a lost host) keeps its partitions for one session
+timeout (``ConsumerOptions.session_timeout``, 6 s, not librdkafka's 45 s). With an ``instance_id`` (Kafka's static
+membership) a restarted process with the same id takes its partitions back without waiting for that at all. The
+loop polls between two tries of a failing batch, so a long database outage does not get the consumer removed from
+its group for not polling (``max.poll.interval.ms``).
 """
 
 from __future__ import annotations
@@ -15,7 +22,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from confluent_kafka import OFFSET_BEGINNING, TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    TIMESTAMP_LOG_APPEND_TIME,
+    TIMESTAMP_NOT_AVAILABLE,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 from django.db import DatabaseError, close_old_connections, connection
 
 from globalhub.manager.ingest.pipeline import BatchStats, ingest_batch, stored_positions
@@ -24,6 +40,12 @@ from globalhub.protocol.events import status_topic_pattern
 from globalhub.protocol.kafka import KafkaSettings, headers_of
 
 log = logging.getLogger(__name__)
+
+# Errors after which the consumer would never get a partition again: better stopped, loudly, than idle.
+_UNRECOVERABLE = {
+    KafkaError._FATAL,  # e.g. fenced: another process joined the group with this one's instance id
+    KafkaError.INVALID_SESSION_TIMEOUT,  # the broker's group.min/max.session.timeout.ms refuse ours, at every join
+}
 
 
 @dataclass(frozen=True)
@@ -35,6 +57,30 @@ class ConsumerOptions:
     topic_refresh_ms: int = 5000
     retry_initial: float = 0.5
     retry_max: float = 30.0
+    # Seconds the group waits for a member that stopped heartbeating; the broker bounds it with
+    # group.min.session.timeout.ms and group.max.session.timeout.ms (6 s and 30 min by default).
+    session_timeout: float = 6.0
+    # Kafka static membership (group.instance.id): one stable id per process, or None for a new member per start.
+    instance_id: str | None = None
+    # The longest one ingest attempt may take before librdkafka counts the consumer as stuck and leaves the group.
+    attempt_timeout: float = 300.0
+
+    def membership_config(self) -> dict[str, int | str]:
+        """librdkafka's group membership settings for these options.
+
+        Between two polls the consumer runs at most one ingest attempt and one backoff wait, so that is the
+        ``max.poll.interval.ms`` it needs (librdkafka also wants it no shorter than the session). A heartbeat
+        goes every third of a session, as Kafka advises, so one lost heartbeat does not cost the partitions.
+        """
+        session_ms = max(round(self.session_timeout * 1000), 1)
+        config: dict[str, int | str] = {
+            "session.timeout.ms": session_ms,
+            "heartbeat.interval.ms": max(session_ms // 3, 1),
+            "max.poll.interval.ms": max(round((self.retry_max + self.attempt_timeout) * 1000), session_ms),
+        }
+        if self.instance_id:
+            config["group.instance.id"] = self.instance_id
+        return config
 
 
 class StatusConsumer:
@@ -49,7 +95,10 @@ class StatusConsumer:
         self._options = options
         self._ingest = ingest
         self._stopping = threading.Event()
-        config = settings.client_config()
+        self._retry_delay = options.retry_initial
+        # The membership settings come first, so that a KAFKA_CLIENT_* setting of the same name still wins; the
+        # ones after them are what the loop is built on and win over anything.
+        config: dict[str, object] = {**options.membership_config(), **settings.client_config()}
         config.update(
             {
                 "group.id": options.group_id,
@@ -73,12 +122,18 @@ class StatusConsumer:
     def run(self) -> None:
         pattern = status_topic_pattern(self._options.topic_prefix)
         self._consumer.subscribe([pattern], on_assign=self._on_assign, on_revoke=self._on_revoke)
-        log.info("status consumer started: group=%s pattern=%s", self._options.group_id, pattern)
+        log.info(
+            "status consumer started: group=%s instance=%s pattern=%s",
+            self._options.group_id,
+            self._options.instance_id or "(dynamic)",
+            pattern,
+        )
         try:
             while not self._stopping.is_set():
                 records = self._records(self._next_batch())
-                if records:
-                    self._ingest_with_retry(records)
+                if records and not self._ingested(records):
+                    self._rewind(records)
+                    self._back_off()
         finally:
             self._consumer.close()
             connection.close()
@@ -101,6 +156,9 @@ class StatusConsumer:
         for message in messages:
             error = message.error()
             if error is not None:
+                if error.fatal() or error.code() in _UNRECOVERABLE:
+                    log.critical("kafka consumer error it cannot recover from, stopping: %s", error)
+                    raise KafkaException(error)
                 if error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
                     log.debug("no hub status topic yet: %s", error)  # normal until the first agent starts
                 elif error.code() != KafkaError._PARTITION_EOF:
@@ -109,35 +167,57 @@ class StatusConsumer:
             records.append(_record(message))
         return records
 
-    def _ingest_with_retry(self, records: list[Record]) -> None:
-        """Ingest the batch, retrying with backoff while the database fails; give up only when stopping.
+    def _ingested(self, records: list[Record]) -> bool:
+        """Ingest the batch in one transaction; False when the database failed and nothing was applied.
 
-        The records stay in memory meanwhile. If the partitions move to another consumer during the outage, the
-        stored positions (checked under a lock in the same transaction) keep either side from applying twice.
+        The caller then gives the records back to Kafka and waits, rather than retrying them here: the consumer
+        polls between two tries through a database outage of any length, so librdkafka never removes it from the
+        group for not polling (``max.poll.interval.ms``), and a rebalance waits at most one backoff for it. If the
+        partitions move to another consumer meanwhile, the stored positions (checked under a lock in the same
+        transaction) keep either side from applying twice.
         """
-        delay = self._options.retry_initial
-        while True:
-            close_old_connections()
-            started = time.monotonic()
-            try:
-                stats = self._ingest(records, topic_prefix=self._options.topic_prefix)
-            except DatabaseError as error:
-                log.error("database error, batch of %d not ingested, retrying in %.1fs: %s", len(records), delay, error)
-                connection.close()
-                if self._stopping.wait(delay):
-                    return
-                delay = min(delay * 2, self._options.retry_max)
-                continue
-            log.info(
-                "ingested %d records in %.0f ms: applied=%d superseded=%d dead_letters=%d %s",
+        close_old_connections()
+        started = time.monotonic()
+        try:
+            stats = self._ingest(records, topic_prefix=self._options.topic_prefix)
+        except DatabaseError as error:
+            log.error(
+                "database error, batch of %d not ingested, retrying in %.1fs: %s",
                 len(records),
-                (time.monotonic() - started) * 1000,
-                stats.applied,
-                stats.superseded,
-                stats.dead_letters,
-                stats.by_type,
+                self._retry_delay,
+                error,
             )
-            return
+            connection.close()
+            return False
+        self._retry_delay = self._options.retry_initial
+        log.info(
+            "ingested %d records in %.0f ms: applied=%d superseded=%d dead_letters=%d %s",
+            len(records),
+            (time.monotonic() - started) * 1000,
+            stats.applied,
+            stats.superseded,
+            stats.dead_letters,
+            stats.by_type,
+        )
+        return True
+
+    def _rewind(self, records: list[Record]) -> None:
+        """Seek each partition of a batch that was not ingested back to its first record, to fetch it again."""
+        first: dict[tuple[str, int], int] = {}
+        for record in records:
+            key = (record.topic, record.partition)
+            first[key] = min(first.get(key, record.offset), record.offset)
+        for (topic, partition), offset in first.items():
+            try:
+                self._consumer.seek(TopicPartition(topic, partition, offset))
+            except KafkaException as error:
+                # No longer assigned here: whoever gets it next starts from its stored position.
+                log.info("%s[%d] not rewound to %d: %s", topic, partition, offset, error)
+
+    def _back_off(self) -> None:
+        """Wait before the next try of a failed batch (exponential, capped at ``retry_max``), or until stopping."""
+        self._stopping.wait(self._retry_delay)
+        self._retry_delay = min(self._retry_delay * 2, self._options.retry_max)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         wanted = [(p.topic, p.partition) for p in partitions]
@@ -183,6 +263,7 @@ def _record(message: Message) -> Record:
         value=message.value(),
         headers=tuple(headers),
         timestamp=_timestamp(message),
+        log_append=message.timestamp()[0] == TIMESTAMP_LOG_APPEND_TIME,
     )
 
 

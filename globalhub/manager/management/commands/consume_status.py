@@ -6,8 +6,9 @@ import logging
 import time
 from typing import Any
 
+from confluent_kafka import KafkaException
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError, connection
 
 from globalhub.manager.consumer import ConsumerOptions, StatusConsumer
@@ -25,6 +26,11 @@ class Command(BaseCommand):
         conf = settings.GLOBALHUB
         parser.add_argument("--group", default=conf.consumer_group, help="Kafka consumer group id")
         parser.add_argument("--batch-size", type=int, default=conf.consumer_batch_size)
+        parser.add_argument(
+            "--instance-id",
+            default=conf.consumer_instance_id,
+            help="Kafka static membership id, unique to this process (default: GH_CONSUMER_INSTANCE_ID, else none)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         conf = settings.GLOBALHUB
@@ -36,12 +42,17 @@ class Command(BaseCommand):
                 batch_size=options["batch_size"],
                 topic_refresh_ms=conf.topic_refresh_ms,
                 retry_max=conf.db_retry_max.total_seconds(),
+                session_timeout=conf.consumer_session_timeout.total_seconds(),
+                instance_id=options["instance_id"] or None,
             ),
         )
 
         call_on_signals(consumer.stop)
         announce_start()
-        consumer.run()
+        try:
+            consumer.run()
+        except KafkaException as error:  # fatal for the client, e.g. fenced by a process with the same instance id
+            raise CommandError(f"the status consumer cannot go on: {error}") from error
 
 
 def announce_start() -> None:
