@@ -63,6 +63,12 @@ def main() -> None:
     print(json.dumps(figures))
 
 
+def read_to_the_end(topics: list[str]) -> dict[str, dict[int, int]]:
+    """The broker's answer for topics with nothing in them: the database's side of the probe alone is timed (asking
+    Kafka for the quiet hubs' high watermarks is one metadata and one ListOffsets request on top)."""
+    return {topic: {} for topic in topics}
+
+
 def run(args: argparse.Namespace) -> dict[str, float | int]:
     import django
 
@@ -105,7 +111,7 @@ def run(args: argparse.Namespace) -> dict[str, float | int]:
     stale = [f"hub-{i:05d}" for i in range(args.stale)]
     Hub.objects.filter(name__in=stale).update(last_heartbeat=now - timedelta(minutes=10))
     started = time.perf_counter()
-    result = lifecycle.probe(now=now, timing=timing)
+    result = lifecycle.probe(now=now, timing=timing, ends=read_to_the_end)
     inactivating = (time.perf_counter() - started) * 1000
     assert sorted(result.inactivated) == stale, result
 

@@ -113,6 +113,13 @@ GLOBALHUB = ManagerSettings(
     status_topic_prefix=env_str("GH_STATUS_TOPIC_PREFIX", "gh-status."),
     consumer_group=env_str("GH_CONSUMER_GROUP", "global_hub"),
     consumer_batch_size=env_int("GH_CONSUMER_BATCH_SIZE", 500, minimum=1),
+    # How long the group waits for a consumer that stopped heartbeating (kill -9, lost host, broker restart) before
+    # its hubs move to another member: the classic broker's smallest (group.min.session.timeout.ms), not
+    # librdkafka's 45 s, which kept a restarted consumer without partitions for 45 s or more.
+    consumer_session_timeout=env_duration("GH_CONSUMER_SESSION_TIMEOUT", "6s"),
+    # Static membership: a restarted process with the same id takes its partitions back at once. One id per
+    # process (e.g. the StatefulSet pod name); two processes with one id fence each other.
+    consumer_instance_id=env_str("GH_CONSUMER_INSTANCE_ID", "") or None,
     # How soon a new hub's topic is noticed by the pattern subscription.
     topic_refresh_ms=env_int("GH_TOPIC_REFRESH_MS", 5000, minimum=100),
     db_retry_max=env_duration("GH_DB_RETRY_MAX", "30s"),
@@ -120,4 +127,6 @@ GLOBALHUB = ManagerSettings(
     probe_interval=env_duration("GH_PROBE_INTERVAL", "2m"),
     startup_grace=env_duration("GH_STARTUP_GRACE", env_str("GH_HUB_TIMEOUT", "5m")),
     periodic_resync_interval=env_duration("GH_PERIODIC_RESYNC_INTERVAL", "12h"),
+    # A resync request still not complete this long after it was requested shows as overdue.
+    resync_overdue=env_duration("GH_RESYNC_OVERDUE", "10m"),
 )

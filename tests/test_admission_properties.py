@@ -1,7 +1,8 @@
 """Property tests of version admission and conflation.
 
-Admission is pure (``admission.admits``); conflation and ordering are checked through ``ingest_batch`` on real
-PostgreSQL: whatever the batch boundaries and redeliveries, the manager ends where the hub's last state is.
+Admission is pure (``admission.judge``, ``next_slot``, ``stamp_of``); conflation and ordering are checked through
+``ingest_batch`` on real PostgreSQL: whatever the batch boundaries and redeliveries, the manager ends where the
+hub's last state is.
 """
 
 from __future__ import annotations
@@ -9,13 +10,14 @@ from __future__ import annotations
 import itertools
 import random
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from globalhub.manager.ingest.admission import Mode, admits
+from globalhub.manager.ingest.admission import Mode, Slot, judge, next_slot, stamp_of
 from globalhub.manager.ingest.pipeline import ingest_batch
 from globalhub.manager.ingest.records import Record
 from globalhub.manager.models import LocalCompliance, ManagedCluster
@@ -27,16 +29,43 @@ from tests.helpers import record_of, status_message
 counters = st.integers(min_value=0, max_value=2**64 - 102)
 versions = st.builds(Version, counters, counters)
 modes = st.sampled_from(list(Mode))
+BASE = datetime(2026, 1, 1, tzinfo=UTC)
+times = st.integers(min_value=-10_000, max_value=10_000).map(lambda s: BASE + timedelta(seconds=s))
+slots = st.builds(Slot, st.none() | versions, st.none() | times)
 
 
-@given(modes, versions)
-def test_anything_is_admitted_when_nothing_was_processed(mode: Mode, incoming: Version) -> None:
-    assert admits(mode, incoming, None)
+@given(modes, versions, st.none() | times)
+def test_anything_is_admitted_when_nothing_was_processed(mode: Mode, incoming: Version, sent_at: datetime) -> None:
+    assert judge(mode, incoming, sent_at, Slot(), answers_request=False).admitted
 
 
-@given(modes, counters, versions)
-def test_generation_zero_is_always_admitted(mode: Mode, value: int, last: Version) -> None:
-    assert admits(mode, Version(0, value), last)
+@given(modes, versions, st.none() | times, slots)
+def test_an_answer_to_a_request_is_admitted_and_authoritative_whatever_the_slot(
+    mode: Mode, incoming: Version, sent_at: datetime | None, slot: Slot
+) -> None:
+    verdict = judge(mode, incoming, sent_at, slot, answers_request=True)
+    assert verdict.admitted and verdict.authoritative
+
+
+@given(modes, versions, times, slots)
+def test_a_bundle_sent_before_the_run_began_is_refused_unless_it_answers(
+    mode: Mode, incoming: Version, sent_at: datetime, slot: Slot
+) -> None:
+    straggler = slot.run_started_at is not None and sent_at < slot.run_started_at
+    verdict = judge(mode, incoming, sent_at, slot, answers_request=False)
+    if straggler:
+        assert not verdict.admitted and "before the agent's run began" in verdict.reason
+    else:
+        assert verdict.admitted or (mode is not Mode.HYBRID and incoming.generation != 0)
+
+
+@given(modes, counters, st.none() | versions, times)
+def test_generation_zero_starts_a_new_run_unless_it_is_a_straggler(
+    mode: Mode, value: int, last: Version | None, run: datetime
+) -> None:
+    slot = Slot(last, run)
+    assert judge(mode, Version(0, value), run, slot, answers_request=False).authoritative
+    assert not judge(mode, Version(0, value), run - timedelta(seconds=1), slot, answers_request=False).admitted
 
 
 @given(versions, versions)
@@ -44,24 +73,51 @@ def test_complete_and_delta_types_admit_exactly_the_componentwise_newer_or_equal
     incoming: Version, last: Version
 ) -> None:
     expected = incoming.generation == 0 or (incoming.generation >= last.generation and incoming.value >= last.value)
-    assert admits(Mode.COMPLETE, incoming, last) == expected
-    assert admits(Mode.DELTA, incoming, last) == expected
+    slot = Slot(last, BASE)
+    assert judge(Mode.COMPLETE, incoming, BASE, slot, answers_request=False).admitted == expected
+    assert judge(Mode.DELTA, incoming, BASE, slot, answers_request=False).admitted == expected
 
 
 @given(versions, versions)
-def test_hybrid_types_compare_the_generation_only(incoming: Version, last: Version) -> None:
-    assert admits(Mode.HYBRID, incoming, last) == (incoming.generation == 0 or incoming.generation >= last.generation)
+def test_hybrid_bundles_of_the_run_are_admitted_and_their_rows_decide(incoming: Version, last: Version) -> None:
+    verdict = judge(Mode.HYBRID, incoming, BASE, Slot(last, BASE), answers_request=False)
+    assert verdict.admitted
+    assert verdict.authoritative == (incoming.generation == 0)
+
+
+@given(versions, versions)
+def test_a_row_stamp_orders_by_version_within_a_run(incoming: Version, last: Version) -> None:
+    slot = Slot(last, BASE)
+    newer = stamp_of(slot, incoming).newer_than(stamp_of(slot, last))
+    assert newer == ((incoming.generation, incoming.value) > (last.generation, last.value))
+
+
+@given(versions, versions, st.integers(1, 10_000))
+def test_any_row_of_a_later_run_is_newer_than_any_of_an_earlier_one(
+    incoming: Version, last: Version, later: int
+) -> None:
+    run = BASE + timedelta(seconds=later)
+    assert stamp_of(Slot(None, run), incoming).newer_than(stamp_of(Slot(None, BASE), last))
 
 
 @given(modes, st.lists(st.sampled_from(["incr", "next"]), max_size=60))
-def test_every_bundle_of_one_agent_run_is_admitted_in_send_order(mode: Mode, operations: list[str]) -> None:
+def test_every_bundle_of_one_agent_run_is_admitted_in_send_order_and_advances(
+    mode: Mode, operations: list[str]
+) -> None:
     version = Version()
-    last: Version | None = None
+    slot = Slot()
+    sent_at = BASE
+    previous = None
     for operation in operations:
         version.incr() if operation == "incr" else version.next()
         if operation == "next":  # a send
-            assert admits(mode, version, last)
-            last = version.copy()
+            sent_at += timedelta(milliseconds=1)
+            verdict = judge(mode, version, sent_at, slot, answers_request=False)
+            assert verdict.admitted
+            slot = next_slot(slot, version, sent_at, verdict, sent_at)
+            stamp = stamp_of(slot, version)
+            assert previous is None or stamp.newer_than(previous)
+            previous = stamp
 
 
 # --- conflation and ordering through the real pipeline --------------------------------------------------------------

@@ -8,33 +8,33 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 import time_machine
-from django.db import close_old_connections, connection
+from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 
 from globalhub.manager import lifecycle
 from globalhub.manager.ingest.pipeline import ingest_batch
 from globalhub.manager.lifecycle import Timing
 from globalhub.manager.models import (
+    ConsumedPosition,
     Hub,
     HubInfo,
-    HubTypeStatus,
     LocalCompliance,
     LocalPolicy,
     ManagedCluster,
     ResyncRequest,
-    ResyncTarget,
 )
-from globalhub.manager.resync_requests import complete_answered, create_request, dispatch_pending
+from globalhub.manager.resync_requests import create_request, dispatch_pending
 from globalhub.protocol.codec import encode
 from globalhub.protocol.events import EXT_VERSION, RESYNC_TYPES, EventType
 from globalhub.protocol.kafka import ConfirmedProducer, KafkaSettings
-from tests.helpers import record_of
+from tests.helpers import record_of, wait_for
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 TIMING = Timing(timeout=timedelta(minutes=5), startup_grace=timedelta(minutes=5))
@@ -42,6 +42,7 @@ PREFIX = "gh-status."
 
 
 def make_hub(name: str | None = None, heartbeat: datetime | None = T0, state: str = "active") -> str:
+    """A hub whose topic holds nothing unread (see :func:`everything_read`)."""
     hub = name or f"hub-{uuid.uuid4().hex[:8]}"
     Hub.objects.create(name=hub, state=state, last_heartbeat=heartbeat)
     Hub.objects.filter(name=hub).update(created_at=T0 - timedelta(days=1))
@@ -73,6 +74,24 @@ def state(hub: str) -> str:
 def requests_for(hub: str, reason: str | None = None) -> list[ResyncRequest]:
     found = ResyncRequest.objects.filter(targets__hub_id=hub)
     return list(found.filter(reason=reason) if reason else found)
+
+
+def everything_read(topics: Sequence[str]) -> dict[str, dict[int, int]]:
+    """Topic ends as the broker would report them when the ingest has read every topic to its end."""
+    positions = ConsumedPosition.objects.filter(topic__in=topics).values_list("topic", "partition", "next_offset")
+    ends: dict[str, dict[int, int]] = {topic: {} for topic in topics}
+    for topic, partition, offset in positions:
+        ends[topic][partition] = offset
+    return ends
+
+
+@pytest.fixture(autouse=True)
+def _topics_read_to_the_end(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(lifecycle, "broker_topic_ends", everything_read)
+
+
+def read_until(hub: str, offset: int, partition: int = 0) -> None:
+    ConsumedPosition.objects.update_or_create(topic=PREFIX + hub, partition=partition, defaults={"next_offset": offset})
 
 
 # --- transitions ----------------------------------------------------------------------------------------------------
@@ -120,14 +139,90 @@ def test_a_fresh_heartbeat_brings_an_inactive_hub_back_at_once_with_one_targeted
     assert [t.hub_id for t in request.targets.all()] == [hub]
 
 
-def test_a_heartbeat_sent_before_the_timeout_does_not_bring_a_hub_back() -> None:
+def test_a_heartbeat_stored_before_the_timeout_does_not_bring_a_hub_back() -> None:
     hub = make_hub(heartbeat=T0, state="inactive")
     now = T0 + timedelta(hours=1)
+    stored = replace(heartbeat_record(hub, now - timedelta(minutes=6), 0), timestamp=now - timedelta(minutes=6))
     with time_machine.travel(now, tick=False):
-        ingest_batch([heartbeat_record(hub, now - timedelta(minutes=6), 0)], topic_prefix=PREFIX)
+        ingest_batch([replace(stored, log_append=True)], topic_prefix=PREFIX)
     assert state(hub) == "inactive"
     assert requests_for(hub) == []
     assert lifecycle.probe(now=now, timing=TIMING).reactivated == []
+
+
+# --- liveness is judged on what was read, by the manager's clocks ---------------------------------------------------
+
+
+def test_a_quiet_hub_whose_topic_is_not_ingested_to_its_end_is_not_judged() -> None:
+    hub = make_hub(heartbeat=T0)
+    give_data(hub)
+    read_until(hub, 40)
+    now = T0 + timedelta(minutes=20)  # the consumer lags (or is stopped): 12 messages wait, maybe heartbeats
+
+    result = lifecycle.probe(now=now, timing=TIMING, ends=lambda topics: {PREFIX + hub: {0: 52}})
+    assert result.inactivated == [] and result.not_judged == {hub: "12 messages of its topic are not ingested yet"}
+    assert state(hub) == "active" and ManagedCluster.objects.get(hub_id=hub).deleted_at is None
+
+    read_until(hub, 52)  # read to the end, and no heartbeat among them: silent
+    assert lifecycle.probe(now=now, timing=TIMING, ends=lambda topics: {PREFIX + hub: {0: 52}}).inactivated == [hub]
+
+
+def test_a_partition_nobody_ingested_holds_the_judgement() -> None:
+    hub = make_hub(heartbeat=T0)
+    read_until(hub, 10)
+    ends = {PREFIX + hub: {0: 10, 1: 3}}  # partition 1 was never assigned to a consumer
+    result = lifecycle.probe(now=T0 + timedelta(minutes=20), timing=TIMING, ends=lambda topics: ends)
+    assert result.not_judged == {hub: "3 messages of its topic are not ingested yet"}
+    assert state(hub) == "active"
+
+
+def test_no_hub_is_judged_while_kafka_cannot_say_where_its_topics_end() -> None:
+    hubs = [make_hub(heartbeat=T0), make_hub(heartbeat=None)]
+    result = lifecycle.probe(now=T0 + timedelta(hours=2), timing=TIMING, ends=lambda topics: {})
+    assert result.inactivated == []
+    assert sorted(result.not_judged) == sorted(hubs)
+    assert all("unknown" in why for why in result.not_judged.values())
+    assert [state(hub) for hub in hubs] == ["active", "active"]
+
+
+def test_the_topics_ends_are_asked_only_for_quiet_hubs_after_they_were_chosen() -> None:
+    quiet, heard = make_hub(heartbeat=T0), make_hub(heartbeat=T0 + timedelta(minutes=9))
+    asked: list[list[str]] = []
+
+    def ends(topics: Sequence[str]) -> dict[str, dict[int, int]]:
+        asked.append(list(topics))
+        return everything_read(topics)
+
+    assert lifecycle.probe(now=T0 + timedelta(minutes=10), timing=TIMING, ends=ends).inactivated == [quiet]
+    assert asked == [[PREFIX + quiet]] and state(heard) == "active"
+
+
+def test_a_hub_whose_clock_runs_six_minutes_slow_stays_alive_and_its_skew_is_shown_and_counted() -> None:
+    hub = make_hub(heartbeat=T0)
+    give_data(hub)
+    now = T0 + timedelta(minutes=4)
+    for offset in range(3):  # every heartbeat says it was sent 6 minutes before the broker stored it
+        at = now + timedelta(seconds=30 * offset)
+        record = replace(heartbeat_record(hub, at - timedelta(minutes=6), offset, f"1.{offset}"), timestamp=at)
+        with time_machine.travel(at, tick=False):
+            ingest_batch([replace(record, log_append=True)], topic_prefix=PREFIX)
+
+    assert lifecycle.probe(now=now + timedelta(minutes=2), timing=TIMING).inactivated == []
+    stored = Hub.objects.get(name=hub)
+    assert stored.state == "active" and ManagedCluster.objects.get(hub_id=hub).deleted_at is None
+    assert stored.last_heartbeat == now + timedelta(minutes=1)
+    assert stored.last_heartbeat_sent_at == now + timedelta(minutes=1) - timedelta(minutes=6)
+    assert stored.clock_skew_seconds == pytest.approx(-360.0) and stored.skewed_heartbeats == 3
+
+
+def test_a_hub_with_a_slow_clock_is_brought_back_by_its_next_heartbeat() -> None:
+    hub = make_hub(heartbeat=T0, state="inactive")
+    now = T0 + timedelta(hours=1)
+    record = replace(heartbeat_record(hub, now - timedelta(minutes=6), 0), timestamp=now, log_append=True)
+    with time_machine.travel(now, tick=False):
+        ingest_batch([record], topic_prefix=PREFIX)
+    assert state(hub) == "active"
+    assert len(requests_for(hub, "reactivation")) == 1
 
 
 def test_the_probe_brings_back_an_inactive_hub_whose_heartbeat_is_fresh() -> None:
@@ -243,6 +338,53 @@ def test_a_heartbeat_racing_the_probe_leaves_the_hub_active_and_resynced_if_it_w
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_deactivation_waits_for_the_partition_an_ingest_batch_holds_so_the_two_never_deadlock() -> None:
+    hub = make_hub(heartbeat=T0)
+    give_data(hub)
+    read_until(hub, 5)
+    now = T0 + timedelta(minutes=6)
+    holding, release = threading.Event(), threading.Event()
+    outcome: list[bool] = []
+
+    def batch() -> None:  # what a consumer batch does: partition lock, the hub's rows, then its heartbeat
+        close_old_connections()
+        try:
+            with transaction.atomic():
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s), %s)", [PREFIX + hub, 0])
+                ManagedCluster.objects.filter(hub_id=hub).update(updated_at=now)
+                holding.set()
+                release.wait(60)
+                Hub.objects.filter(name=hub).update(last_heartbeat=now)
+        finally:
+            connection.close()
+
+    def deactivation() -> None:
+        close_old_connections()
+        try:
+            outcome.append(lifecycle.deactivate(hub, now, TIMING, [0]))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=batch), threading.Thread(target=deactivation)]
+    threads[0].start()
+    assert holding.wait(60)
+    threads[1].start()
+    wait_for(advisory_lock_awaited, timeout=60, what="the deactivation to wait for the partition's lock")
+    release.set()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert outcome == [False]  # it waited, then saw the heartbeat the batch committed
+    assert state(hub) == "active" and ManagedCluster.objects.get(hub_id=hub).deleted_at is None
+
+
+def advisory_lock_awaited() -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+        return bool(cursor.fetchone()[0])
+
+
+@pytest.mark.django_db(transaction=True)
 def test_heartbeats_and_probes_in_parallel_never_leave_a_live_hub_inactive_or_unresynced() -> None:
     hubs = [make_hub(heartbeat=T0) for _ in range(6)]
     now = T0 + timedelta(minutes=6)
@@ -295,27 +437,6 @@ def test_a_request_for_an_unknown_hub_or_type_is_refused() -> None:
         create_request("nope", None, ResyncRequest.Reason.OPERATOR, "test")
     with pytest.raises(ValueError, match="cannot be resynced"):
         create_request(make_hub(), ["managedhub.heartbeat"], ResyncRequest.Reason.OPERATOR, "test")
-
-
-def test_a_request_is_complete_once_every_type_arrived_whole_after_it_was_sent() -> None:
-    hub = make_hub()
-    request = create_request(hub, ["managedcluster", "policy.localcompliance"], ResyncRequest.Reason.OPERATOR, "t")
-    ResyncRequest.objects.filter(pk=request.pk).update(sent_at=T0)
-
-    def received(event_type: EventType, when: datetime) -> None:
-        HubTypeStatus.objects.update_or_create(
-            hub_id=hub, event_type=event_type.value, defaults={"last_full_state_at": when}
-        )
-
-    received(EventType.MANAGED_CLUSTER, T0 - timedelta(seconds=1))  # before the request was sent: does not count
-    received(EventType.LOCAL_COMPLIANCE, T0 + timedelta(seconds=2))
-    complete_answered([hub], now=T0 + timedelta(seconds=3))
-    assert ResyncRequest.objects.get(pk=request.pk).completed_at is None
-
-    received(EventType.MANAGED_CLUSTER, T0 + timedelta(seconds=4))
-    complete_answered([hub], now=T0 + timedelta(seconds=5))
-    assert ResyncTarget.objects.get(request=request).completed_at == T0 + timedelta(seconds=5)
-    assert ResyncRequest.objects.get(pk=request.pk).completed_at == T0 + timedelta(seconds=5)
 
 
 def test_pending_requests_are_sent_in_order_and_a_failed_send_stays_pending(

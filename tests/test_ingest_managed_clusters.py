@@ -394,7 +394,7 @@ def test_a_cluster_written_outside_the_ingest_is_rewritten_by_the_next_report() 
 def test_a_cluster_inserted_between_the_lookup_and_the_copy_is_upserted(monkeypatch: pytest.MonkeyPatch) -> None:
     objects = clusters("hub-r", 3)
     ingest_batch(resync_records("hub-r", objects[:1]), topic_prefix=PREFIX)
-    monkeypatch.setattr(bulk, "_known_digests", lambda *args: {})  # as if the first row was not there yet
+    monkeypatch.setattr(bulk, "_known_rows", lambda *args: {})  # as if the first row was not there yet
     stats = ingest_batch(resync_records("hub-r", objects, start_offset=10, version="2.1"), topic_prefix=PREFIX)
 
     assert stats.dead_letters == 0

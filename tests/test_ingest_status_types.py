@@ -6,6 +6,7 @@ Bundles are built in upstream's shapes (reference section 2.3), so these are als
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -277,15 +278,36 @@ def test_a_compliance_state_with_a_missing_frame_is_not_applied(topic: Topic) ->
     assert not CompleteFrame.objects.filter(hub_id=topic.hub).exists()
 
 
-def test_a_heartbeat_records_when_it_was_sent_and_a_late_one_never_moves_it_back(topic: Topic) -> None:
+def test_a_heartbeat_counts_when_it_reached_the_manager_and_shows_when_the_hub_sent_it(topic: Topic) -> None:
     sent = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+    before = timezone.now()
     ingest_batch([topic.heartbeat("0.0", sent)], topic_prefix=PREFIX)
-    assert Hub.objects.get(name=topic.hub).last_heartbeat == sent
-    ingest_batch([topic.heartbeat("1.0", sent + timedelta(minutes=1))], topic_prefix=PREFIX)
-    assert Hub.objects.get(name=topic.hub).last_heartbeat == sent + timedelta(minutes=1)
-    # A heartbeat sent earlier but delivered late (after an agent restart: Generation 0 is admitted).
+    hub = Hub.objects.get(name=topic.hub)
+    assert hub.last_heartbeat_sent_at == sent
+    assert hub.last_heartbeat is not None and before <= hub.last_heartbeat <= timezone.now()
+    first_read = hub.last_heartbeat
+    # A heartbeat sent earlier but delivered late (after an agent restart: Generation 0 is admitted): liveness
+    # never moves back; the hub time shown is the one of the last heartbeat read.
     ingest_batch([topic.heartbeat("0.0", sent - timedelta(minutes=10))], topic_prefix=PREFIX)
-    assert Hub.objects.get(name=topic.hub).last_heartbeat == sent + timedelta(minutes=1)
+    hub.refresh_from_db()
+    assert hub.last_heartbeat is not None and hub.last_heartbeat >= first_read
+    assert hub.last_heartbeat_sent_at == sent - timedelta(minutes=10)
+
+
+def test_a_heartbeat_with_the_broker_time_counts_at_that_time_and_measures_the_hub_clock_skew(topic: Topic) -> None:
+    stored = timezone.now() - timedelta(seconds=5)
+    sent = stored + timedelta(minutes=6)  # the hub's clock runs 6 minutes ahead
+    record = replace(topic.heartbeat("0.0", sent), timestamp=stored, log_append=True)
+    ingest_batch([record], topic_prefix=PREFIX)
+    hub = Hub.objects.get(name=topic.hub)
+    assert hub.last_heartbeat == stored and hub.last_heartbeat_sent_at == sent
+    assert hub.clock_skew_seconds == pytest.approx(360.0) and hub.skewed_heartbeats == 1
+    # The producer's timestamp (CreateTime, the hub's clock) is not the manager's side: read time counts, no skew.
+    before = timezone.now()
+    ingest_batch([replace(topic.heartbeat("1.0", sent), timestamp=sent, log_append=False)], topic_prefix=PREFIX)
+    hub.refresh_from_db()
+    assert hub.last_heartbeat is not None and before <= hub.last_heartbeat <= timezone.now()
+    assert hub.skewed_heartbeats == 1
 
 
 def test_a_heartbeat_from_a_clock_far_in_the_future_is_capped_at_now(topic: Topic) -> None:
@@ -365,4 +387,4 @@ def test_a_frame_claiming_two_billion_frames_is_told_missing_frames_without_coun
 
 def test_a_heartbeat_from_a_clock_before_2000_is_kept_at_2000(topic: Topic) -> None:
     ingest_batch([topic.heartbeat("0.0", datetime(1, 1, 2, tzinfo=UTC))], topic_prefix=PREFIX)
-    assert Hub.objects.get(name=topic.hub).last_heartbeat == datetime(2000, 1, 1, tzinfo=UTC)
+    assert Hub.objects.get(name=topic.hub).last_heartbeat_sent_at == datetime(2000, 1, 1, tzinfo=UTC)

@@ -121,6 +121,22 @@ def test_a_bad_resync_request_is_refused_with_a_reason(client: Client, operator:
     assert not ResyncRequest.objects.exists()
 
 
+def test_a_resync_of_several_hubs_with_one_unknown_is_refused_and_records_nothing(
+    client: Client, operator: User
+) -> None:
+    known = hub()
+    response = client.post(
+        "/api/resync/",
+        json.dumps({"hubs": [known, "nope"]}),
+        content_type="application/json",
+        headers=basic("operator", "secret-pw"),
+    )
+    assert response.status_code == 400
+    assert "'nope'" in response.json()["error"]
+    assert known not in response.json()["error"]
+    assert not ResyncRequest.objects.exists()
+
+
 def test_a_user_without_the_permission_cannot_ask_for_a_resync(client: Client) -> None:
     User.objects.create_user("viewer", password="secret-pw")
     response = client.post(
@@ -162,12 +178,53 @@ def test_the_admin_action_asks_the_selected_hubs_for_the_chosen_types(admin_clie
     assert all(r.types == chosen and r.requested_by == "admin:admin" for r in requests)
 
 
+def test_the_admin_action_shows_an_error_and_records_nothing_when_the_selected_hubs_are_gone(
+    admin_client: Client,
+) -> None:
+    done = admin_client.post(
+        "/admin/manager/hub/",
+        {"action": "request_resync", "_selected_action": ["gone"], "apply": "1", "types": [RESYNC_TYPES[0].value]},
+        follow=True,
+    )
+    assert done.status_code == 200
+    assert b"No resync request recorded" in done.content
+    assert not ResyncRequest.objects.exists()
+
+
 def test_the_admin_shows_a_hubs_page_and_the_requests(admin_client: Client) -> None:
     name = hub(last_heartbeat=timezone.now())
     call_command("request_resync", "--hub", name)
     assert admin_client.get(f"/admin/manager/hub/{name}/change/").status_code == 200
     assert admin_client.get("/admin/manager/resyncrequest/").status_code == 200
     assert admin_client.get("/admin/manager/hub/?state=active").status_code == 200
+
+
+def test_the_admin_and_the_api_show_a_skewed_clock_a_stalled_type_and_an_overdue_request(
+    admin_client: Client, client: Client, operator: User
+) -> None:
+    name = hub(last_heartbeat=timezone.now(), clock_skew_seconds=-360.0, skewed_heartbeats=4)
+    HubTypeStatus.objects.create(
+        hub_id=name,
+        event_type=EventType.MANAGED_CLUSTER.value,
+        version="999.1",
+        refused=5,
+        last_refusal="version 24.3 at offset 9: 1 of its 1 objects are older than the row's",
+        stalled_since=timezone.now(),
+        stalls=1,
+    )
+    call_command("request_resync", "--hub", name)
+    ResyncRequest.objects.filter(subject=name).update(requested_at=timezone.now() - timedelta(hours=1))
+
+    listing = admin_client.get("/admin/manager/hub/").content.decode()
+    assert "-360.0 s (over 30 s)" in listing and "managedcluster" in listing
+    page = admin_client.get(f"/admin/manager/hub/{name}/change/").content.decode()
+    assert "older than the row" in page
+    assert "overdue" in admin_client.get("/admin/manager/resyncrequest/").content.decode()
+
+    body = client.get(f"/api/hubs/{name}/", headers=basic("operator", "secret-pw")).json()
+    assert body["clock_skew_seconds"] == -360.0 and body["skewed_heartbeats"] == 4
+    assert body["types"]["managedcluster"]["stalls"] == 1 and body["types"]["managedcluster"]["stalled_since"]
+    assert [r["progress"] for r in body["resync_requests"]] == ["overdue"]
 
 
 def test_the_command_asks_named_hubs_or_all_of_them(capsys: pytest.CaptureFixture[str]) -> None:
@@ -184,3 +241,11 @@ def test_the_command_asks_named_hubs_or_all_of_them(capsys: pytest.CaptureFixtur
 def test_the_command_refuses_an_unknown_hub() -> None:
     with pytest.raises(CommandError, match="unknown hub"):
         call_command("request_resync", "--hub", "nope")
+
+
+def test_the_command_with_one_unknown_hub_fails_and_records_nothing() -> None:
+    known = hub()
+    with pytest.raises(CommandError, match="'nope'") as refused:
+        call_command("request_resync", "--hub", known, "--hub", "nope")
+    assert refused.value.returncode != 0
+    assert not ResyncRequest.objects.exists()

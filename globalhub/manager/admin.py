@@ -5,13 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
-from django.contrib import admin
+from django.conf import settings
+from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.utils import timezone
 
+from globalhub.manager.lifecycle import MAX_CLOCK_SKEW
 from globalhub.manager.models import (
     ConsumedPosition,
     DeadLetter,
@@ -26,7 +28,7 @@ from globalhub.manager.models import (
     ResyncTarget,
     TypeVersion,
 )
-from globalhub.manager.resync_requests import create_request
+from globalhub.manager.resync_requests import request_resyncs
 from globalhub.protocol.events import RESYNC_TYPES, EventType
 
 
@@ -50,14 +52,24 @@ class ReadOnlyInline(admin.TabularInline):  # type: ignore[type-arg]
 
 class HubTypeStatusInline(ReadOnlyInline):
     model = HubTypeStatus
-    fields = ("event_type", "last_full_state_at", "last_full_state_objects", "last_delta_at", "version")
+    fields = (
+        "event_type",
+        "last_full_state_at",
+        "last_full_state_objects",
+        "last_delta_at",
+        "version",
+        "stalled_since",
+        "stalls",
+        "refused",
+        "last_refusal",
+    )
     readonly_fields = fields
-    verbose_name_plural = "what the manager last received, per type"
+    verbose_name_plural = "what the manager last received, per type (refused: bundles refused in a row)"
 
 
 class ResyncTargetInline(ReadOnlyInline):
     model = ResyncTarget
-    fields = ("request", "completed_at")
+    fields = ("request", "answered_types", "completed_at")
     readonly_fields = fields
     ordering = ["-request__requested_at"]
     verbose_name_plural = "resync requests to this hub"
@@ -73,10 +85,30 @@ class ResyncForm(forms.Form):
 
 @admin.register(Hub)
 class HubAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
-    list_display = ["name", "state", "last_heartbeat", "heartbeat_age", "state_changed_at", "live_clusters"]
+    list_display = [
+        "name",
+        "state",
+        "last_heartbeat",
+        "heartbeat_age",
+        "clock_skew",
+        "stalled_types",
+        "state_changed_at",
+        "live_clusters",
+    ]
     list_filter = ["state"]
     search_fields = ["name"]
-    readonly_fields = ("name", "state", "state_changed_at", "last_heartbeat", "heartbeat_age", "created_at")
+    readonly_fields = (
+        "name",
+        "state",
+        "state_changed_at",
+        "last_heartbeat",
+        "heartbeat_age",
+        "last_heartbeat_sent_at",
+        "clock_skew",
+        "skewed_heartbeats",
+        "stalled_types",
+        "created_at",
+    )
     fields = readonly_fields
     inlines = [HubTypeStatusInline, ResyncTargetInline]
     actions = ["request_resync"]
@@ -86,7 +118,28 @@ class HubAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Hub]:
         queryset: QuerySet[Hub] = super().get_queryset(request)
-        return queryset.annotate(_live=Count("clusters", filter=Q(clusters__deleted_at__isnull=True)))
+        stalled = Q(type_status__stalled_since__isnull=False)
+        return queryset.annotate(
+            _live=Count("clusters", filter=Q(clusters__deleted_at__isnull=True), distinct=True),
+            _stalled=Count("type_status", filter=stalled, distinct=True),
+        )
+
+    @admin.display(description="clock skew")
+    def clock_skew(self, hub: Hub) -> str:
+        """The hub clock's offset from the broker's at its last heartbeat (shown, never used to judge it)."""
+        if hub.clock_skew_seconds is None:
+            return "unknown"
+        flag = " (over 30 s)" if abs(hub.clock_skew_seconds) > MAX_CLOCK_SKEW.total_seconds() else ""
+        return f"{hub.clock_skew_seconds:+.1f} s{flag}"
+
+    @admin.display(description="stalled types", ordering="_stalled")
+    def stalled_types(self, hub: Hub) -> str:
+        if not getattr(hub, "_stalled", 0):
+            return "none"
+        stalled = HubTypeStatus.objects.filter(hub=hub, stalled_since__isnull=False).values_list(
+            "event_type", flat=True
+        )
+        return ", ".join(EventType(t).short for t in stalled)
 
     @admin.display(description="live clusters", ordering="_live")
     def live_clusters(self, hub: Any) -> int:
@@ -104,10 +157,12 @@ class HubAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         form = ResyncForm(request.POST if "apply" in request.POST else None)
         if "apply" in request.POST and form.is_valid():
             by = f"admin:{request.user.get_username()}"
-            created = [
-                create_request(hub.name, form.cleaned_data["types"], ResyncRequest.Reason.OPERATOR, by)
-                for hub in queryset
-            ]
+            names = list(queryset.order_by("name").values_list("name", flat=True))
+            try:
+                created = request_resyncs(names, form.cleaned_data["types"], ResyncRequest.Reason.OPERATOR, by)
+            except ValueError as error:
+                self.message_user(request, f"No resync request recorded: {error}", messages.ERROR)
+                return None
             self.message_user(
                 request, f"{len(created)} resync request(s) recorded: " + ", ".join(f"#{r.pk}" for r in created)
             )
@@ -128,15 +183,30 @@ class HubAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
 class ResyncTargetOfRequestInline(ReadOnlyInline):
     model = ResyncTarget
-    fields = ("hub", "completed_at")
+    fields = ("hub", "answered_types", "completed_at")
     readonly_fields = fields
 
 
 @admin.register(ResyncRequest)
 class ResyncRequestAdmin(ReadOnlyAdmin):
-    list_display = ["id", "subject", "reason", "short_types", "requested_by", "requested_at", "sent_at", "completed_at"]
+    list_display = [
+        "id",
+        "subject",
+        "reason",
+        "short_types",
+        "requested_by",
+        "requested_at",
+        "sent_at",
+        "completed_at",
+        "progress",
+    ]
     list_filter = ["reason", "subject"]
     inlines = [ResyncTargetOfRequestInline]
+
+    @admin.display(description="progress")
+    def progress(self, request: ResyncRequest) -> str:
+        """Overdue once it is still not complete ``GH_RESYNC_OVERDUE`` after it was requested."""
+        return request.progress(timezone.now(), settings.GLOBALHUB.resync_overdue)
 
     @admin.display(description="types")
     def short_types(self, request: ResyncRequest) -> str:

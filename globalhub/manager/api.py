@@ -18,6 +18,7 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import authenticate
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
@@ -26,7 +27,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 from globalhub.manager.models import Hub, HubTypeStatus, ResyncRequest
-from globalhub.manager.resync_requests import create_request
+from globalhub.manager.resync_requests import request_resyncs
 from globalhub.protocol.events import EventType
 
 View = Callable[..., HttpResponse]
@@ -80,11 +81,15 @@ def _hub_json(hub: Hub) -> dict[str, Any]:
         "state_changed_at": hub.state_changed_at,
         "last_heartbeat": hub.last_heartbeat,
         "heartbeat_age_seconds": None if hub.last_heartbeat is None else (now - hub.last_heartbeat).total_seconds(),
+        "last_heartbeat_sent_at": hub.last_heartbeat_sent_at,
+        "clock_skew_seconds": hub.clock_skew_seconds,
+        "skewed_heartbeats": hub.skewed_heartbeats,
     }
 
 
 def _request_json(request: ResyncRequest) -> dict[str, Any]:
     return {
+        "progress": request.progress(timezone.now(), settings.GLOBALHUB.resync_overdue),
         "id": request.pk,
         "subject": request.subject,
         "types": [EventType(t).short for t in request.types],
@@ -94,6 +99,7 @@ def _request_json(request: ResyncRequest) -> dict[str, Any]:
         "sent_at": request.sent_at,
         "completed_at": request.completed_at,
         "targets": {t.hub_id: t.completed_at for t in request.targets.all()},
+        "answered": {t.hub_id: [EventType(a).short for a in t.answered_types] for t in request.targets.all()},
     }
 
 
@@ -116,6 +122,10 @@ def hub_detail(request: HttpRequest, name: str) -> HttpResponse:
             "last_full_state_objects": s.last_full_state_objects,
             "last_delta_at": s.last_delta_at,
             "version": s.version,
+            "refused_in_a_row": s.refused,
+            "last_refusal": s.last_refusal,
+            "stalled_since": s.stalled_since,
+            "stalls": s.stalls,
         }
         for s in HubTypeStatus.objects.filter(hub=hub)
     }
@@ -132,14 +142,14 @@ def resync(request: HttpRequest) -> HttpResponse:
     try:
         targets, types = _resync_body(request.body)
         by = f"api:{request.user.get_username()}"
-        created = [create_request(hub, types, ResyncRequest.Reason.OPERATOR, by) for hub in targets]
+        created = request_resyncs(targets, types, ResyncRequest.Reason.OPERATOR, by)
     except ValueError as error:
         return _error(400, str(error))
     return JsonResponse({"requests": [_request_json(r) for r in created]}, status=202)
 
 
-def _resync_body(raw: bytes) -> tuple[list[str | None], list[str] | None]:
-    """(hubs, types) from a resync request body; ``[None]`` means every hub. ValueError says what is wrong."""
+def _resync_body(raw: bytes) -> tuple[list[str] | None, list[str] | None]:
+    """(hubs, types) from a resync request body; ``None`` means every hub. ValueError says what is wrong."""
     try:
         body = json.loads(raw or b"{}")
     except ValueError:
@@ -151,9 +161,9 @@ def _resync_body(raw: bytes) -> tuple[list[str | None], list[str] | None]:
     if types is not None and (not isinstance(types, list) or not all(isinstance(t, str) for t in types)):
         raise ValueError('"types" must be a list of type names')
     if hubs_value == "all":
-        return [None], types
+        return None, types
     if isinstance(hubs_value, list) and hubs_value and all(isinstance(h, str) for h in hubs_value):
-        return list(dict.fromkeys(hubs_value)), types
+        return hubs_value, types
     raise ValueError('"hubs" must be "all" or a non-empty list of hub names')
 
 

@@ -8,7 +8,12 @@ resyncs (``ResyncProgress``).
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 from django.db import models
+
+# The stamp of a row no versioned bundle wrote yet: older than any.
+STAMP_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class Hub(models.Model):
@@ -24,8 +29,15 @@ class Hub(models.Model):
     name = models.CharField(primary_key=True, max_length=200)
     state = models.CharField(max_length=16, choices=State.choices, default=State.ACTIVE)
     state_changed_at = models.DateTimeField(null=True, blank=True)
-    # When the hub's latest heartbeat was sent (its CloudEvent time), never moved backwards by a late one.
+    # When the hub's latest heartbeat reached the manager's side, on the manager's clocks: the broker's log-append
+    # time, or the time the consumer read it. Liveness is judged on this alone. Never moved backwards.
     last_heartbeat = models.DateTimeField(null=True, blank=True)
+    # The same heartbeat's CloudEvent time, from the hub's clock: for display and ordering only.
+    last_heartbeat_sent_at = models.DateTimeField(null=True, blank=True)
+    # The hub's clock minus the manager's side, as the last heartbeat showed it, and how many heartbeats were off by
+    # more than the tolerated skew (a hub whose clock is wrong is shown, never judged by it).
+    clock_skew_seconds = models.FloatField(null=True, blank=True)
+    skewed_heartbeats = models.IntegerField(default=0, db_default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -55,6 +67,11 @@ class HubObject(models.Model):
     # A digest of the payload as the hub sent it, written by the ingest: an object reported again unchanged is
     # not rewritten. Rows written any other way have none, so the next report rewrites them.
     payload_digest = models.BinaryField(null=True, blank=True, editable=False)
+    # Which bundle last wrote the row: the agent run it came from (the hub-clock time that run began, as the
+    # manager saw it) and its version. A bundle older than that never overwrites the row (see ingest/admission.py).
+    stamp_run = models.DateTimeField(default=STAMP_EPOCH, db_default=STAMP_EPOCH, editable=False)
+    stamp_generation = models.DecimalField(max_digits=20, decimal_places=0, default=0, db_default=0, editable=False)
+    stamp_value = models.DecimalField(max_digits=20, decimal_places=0, default=0, db_default=0, editable=False)
 
     class Meta:
         abstract = True
@@ -231,6 +248,9 @@ class TypeVersion(models.Model):
     event_type = models.CharField(max_length=255)
     generation = models.DecimalField(max_digits=20, decimal_places=0)
     value = models.DecimalField(max_digits=20, decimal_places=0)
+    # The hub-clock time the agent's current run began, as the manager saw it: the time of the last bundle with
+    # Generation 0 or that answered a request. A bundle sent before it comes from an earlier run.
+    run_started_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -280,6 +300,13 @@ class HubTypeStatus(models.Model):
     last_full_state_objects = models.IntegerField(null=True, blank=True)
     last_delta_at = models.DateTimeField(null=True, blank=True)
     version = models.CharField(max_length=45, blank=True)
+    # Bundles refused in a row (superseded, or every row they carried older than the row's) and since when; the
+    # type is stalled when that goes on while the hub speaks, and a resync request heals it.
+    refused = models.IntegerField(default=0, db_default=0)
+    refused_since = models.DateTimeField(null=True, blank=True)
+    last_refusal = models.TextField(blank=True, default="", db_default="")
+    stalled_since = models.DateTimeField(null=True, blank=True)
+    stalls = models.IntegerField(default=0, db_default=0)
 
     class Meta:
         verbose_name_plural = "hub type status"
@@ -293,7 +320,8 @@ class ResyncRequest(models.Model):
     """A request for full state, sent to one hub or to all (``broadcast``), kept as a record.
 
     Written in the same transaction as whatever caused it, then sent by the outbox (``sent_at``); it is complete
-    when every target hub delivered a full state of every requested type after it was sent.
+    when every target hub answered it: a full state carrying its id (or, from an upstream agent, stored after it
+    was sent) was ingested whole for every requested type.
     """
 
     class Reason(models.TextChoices):
@@ -301,6 +329,8 @@ class ResyncRequest(models.Model):
         REACTIVATION = "reactivation"
         OPERATOR = "operator"
         PERIODIC = "periodic"
+        FIRST_SEEN = "first_seen"  # a hub the manager did not know (new, or deleted and speaking again)
+        STALLED = "stalled"  # a type whose bundles kept being refused
 
     subject = models.CharField(max_length=200)  # a hub name or "broadcast"
     types = models.JSONField()  # full event type strings
@@ -322,12 +352,23 @@ class ResyncRequest(models.Model):
     def __str__(self) -> str:
         return f"#{self.pk} {self.reason} resync of {self.subject}"
 
+    def progress(self, now: datetime, overdue_after: timedelta) -> str:
+        """Where the request stands: complete, not sent yet, waiting for its answers, or overdue (still not
+        complete ``overdue_after`` after it was requested)."""
+        if self.completed_at is not None:
+            return "complete"
+        if now - self.requested_at > overdue_after:
+            return "overdue"
+        return "waiting for answers" if self.sent_at is not None else "not sent yet"
+
 
 class ResyncTarget(models.Model):
     """One hub a resync request asked, and when that hub's answer was complete."""
 
     request = models.ForeignKey(ResyncRequest, on_delete=models.CASCADE, related_name="targets")
     hub = models.ForeignKey(Hub, on_delete=models.CASCADE, related_name="resync_targets")
+    # The requested types whose full state answering this request was ingested whole.
+    answered_types = models.JSONField(default=list)
     completed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

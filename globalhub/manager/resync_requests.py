@@ -1,24 +1,30 @@
 """Resync requests as records: created with whatever caused them, sent by an outbox, completed by the answers.
 
-* :func:`create_request` writes the request (and one target per hub) in the caller's transaction, so a state change
-  and the request it implies commit together or not at all. After the commit a Celery task is asked to send it.
+* :func:`request_resyncs` is the one service operators and schedules use (admin, command, API, Celery tasks): it
+  checks every hub and the types first, then records one request per hub in one transaction, all or nothing.
+* :func:`create_request` writes one request (and one target per hub) in the caller's transaction, so a state change
+  and the request it implies commit together or not at all.
+* After the commit, the send task is queued by its name (:data:`SEND_TASK`), so this module never imports the tasks.
 * :func:`dispatch_pending` sends unsent requests to ``gh-spec`` (confirmed by Kafka) and stamps ``sent_at``.
   Rows are claimed with ``FOR UPDATE SKIP LOCKED``, so several workers never send one request twice; a send that
   fails stays pending and is retried by the next dispatch (beat runs one every few seconds).
-* :func:`complete_answered` marks a target complete once its hub delivered a full state of every requested type
-  after the request was sent, and the request once every target is.
+* Each request carries its id to the agents (``ghrequests`` comes back on the full states that answer it); a target
+  is complete once a full state answering *that* request was ingested whole for every requested type
+  (``globalhub/manager/answers.py``). A request with no target (a broadcast while no hub is active) is complete
+  when it is recorded.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
-from globalhub.manager.models import Hub, HubTypeStatus, ResyncRequest, ResyncTarget
+from globalhub.celery import app
+from globalhub.manager.models import Hub, ResyncRequest, ResyncTarget
 from globalhub.protocol.codec import OutgoingMessage
 from globalhub.protocol.events import BROADCAST, RESYNC_TYPES, EventType
 from globalhub.protocol.kafka import ConfirmedProducer, DeliveryFailed
@@ -27,6 +33,9 @@ from globalhub.protocol.requests import resync_request
 log = logging.getLogger(__name__)
 
 DEFAULT_TYPES: tuple[EventType, ...] = RESYNC_TYPES
+
+SEND_TASK = "manager.send_resync_requests"
+"""The Celery task that runs :func:`dispatch_pending`; queued by name after each commit that records requests."""
 
 
 def full_types(types: Iterable[str | EventType] | None) -> list[str]:
@@ -39,6 +48,35 @@ def full_types(types: Iterable[str | EventType] | None) -> list[str]:
             f"{', '.join(t.short for t in RESYNC_TYPES)}"
         )
     return [t.value for t in RESYNC_TYPES if t in wanted]
+
+
+def request_resyncs(
+    hubs: Sequence[str] | None,
+    types: Iterable[str | EventType] | None,
+    reason: ResyncRequest.Reason,
+    requested_by: str,
+    now: datetime | None = None,
+) -> list[ResyncRequest]:
+    """Record resyncs of these hubs, one request per hub, all or nothing; ``hubs=None``: one broadcast to every hub.
+
+    Every hub name is checked before anything is written: a ``ValueError`` names every unknown hub (or the types that
+    cannot be resynced), and then nothing is recorded. Duplicate names count once; the requests follow the names'
+    order. The requests commit in one transaction (the caller's, if one is open) and are sent after it commits.
+    """
+    if isinstance(hubs, str):
+        raise TypeError(f"hubs must be a sequence of hub names, not the string {hubs!r}")
+    moment = now or timezone.now()
+    with transaction.atomic():
+        if hubs is None:
+            subjects: list[str | None] = [None]
+        else:
+            names = list(dict.fromkeys(hubs))
+            _check_known_hubs(names)
+            subjects = list(names)
+        requested = full_types(types)
+        created = [_record(subject, requested, reason, requested_by, moment) for subject in subjects]
+        transaction.on_commit(_ask_for_dispatch)
+    return created
 
 
 def create_request(
@@ -55,35 +93,60 @@ def create_request(
     moment = now or timezone.now()
     requested = full_types(types)
     with transaction.atomic():
-        if hub is None:
-            subject = BROADCAST
-            targets = list(Hub.objects.filter(state=Hub.State.ACTIVE).values_list("name", flat=True))
-        else:
-            if not Hub.objects.filter(name=hub).exists():
-                raise ValueError(f"unknown hub {hub!r}")
-            subject, targets = hub, [hub]
-        request = ResyncRequest.objects.create(
-            subject=subject, types=requested, reason=reason, requested_by=requested_by, requested_at=moment
-        )
-        ResyncTarget.objects.bulk_create([ResyncTarget(request=request, hub_id=name) for name in targets])
+        if hub is not None:
+            _check_known_hubs([hub])
+        request = _record(hub, requested, reason, requested_by, moment)
         transaction.on_commit(_ask_for_dispatch)
+    return request
+
+
+def _check_known_hubs(names: Sequence[str]) -> None:
+    """ValueError naming every one of these hubs the manager does not know, or when no hub is named at all."""
+    if not names:
+        raise ValueError("no hub named: name at least one hub, or ask for every hub")
+    known = set(Hub.objects.filter(name__in=names).values_list("name", flat=True))
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise ValueError(f"unknown hub{'s' if len(unknown) > 1 else ''} {', '.join(repr(n) for n in unknown)}")
+
+
+def _record(
+    hub: str | None, types: list[str], reason: ResyncRequest.Reason, requested_by: str, moment: datetime
+) -> ResyncRequest:
+    """Write one request and its targets: the hub, or for a broadcast (``None``) the hubs active right now."""
+    if hub is None:
+        subject = BROADCAST
+        targets = list(Hub.objects.filter(state=Hub.State.ACTIVE).values_list("name", flat=True))
+    else:
+        subject, targets = hub, [hub]
+    request = ResyncRequest.objects.create(
+        subject=subject,
+        types=types,
+        reason=reason,
+        requested_by=requested_by,
+        requested_at=moment,
+        completed_at=None if targets else moment,  # nobody to answer: nothing to wait for
+    )
+    ResyncTarget.objects.bulk_create([ResyncTarget(request=request, hub_id=name) for name in targets])
     log.info(
         "resync request #%s (%s, by %s) for %s: %s",
         request.pk,
         reason,
         requested_by,
         subject,
-        ", ".join(EventType(t).short for t in requested),
+        ", ".join(EventType(t).short for t in types),
     )
     return request
 
 
 def _ask_for_dispatch() -> None:
-    """After the commit: ask a worker to send now (the periodic dispatch catches it anyway if this fails)."""
-    from globalhub.manager.tasks import send_resync_requests
+    """After the commit: ask a worker to send now (the periodic dispatch catches it anyway if this fails).
 
+    The task is sent by name, so this module does not import the tasks (which import the lifecycle, which imports
+    this module).
+    """
     try:
-        send_resync_requests.delay()
+        app.send_task(SEND_TASK)
     except Exception as error:  # the broker being down must not fail the caller; beat's dispatch will send it
         log.warning("could not queue the resync dispatch (%s); the periodic dispatch will send it", error)
 
@@ -98,7 +161,7 @@ def dispatch_pending(producer: ConfirmedProducer, spec_topic: str, limit: int = 
             .order_by("id")[:limit]
         )
         for request in pending:
-            message: OutgoingMessage = resync_request(request.subject, request.types)
+            message: OutgoingMessage = resync_request(request.subject, request.types, request_id=str(request.pk))
             try:
                 producer.send(spec_topic, [message])
             except DeliveryFailed as error:
@@ -113,40 +176,3 @@ def dispatch_pending(producer: ConfirmedProducer, spec_topic: str, limit: int = 
             request.save(update_fields=["sent_at", "send_attempts", "last_send_error"])
             sent += 1
     return sent
-
-
-def complete_answered(hubs: Iterable[str], now: datetime | None = None) -> int:
-    """Mark targets of these hubs whose every requested type arrived whole after the request was sent."""
-    names = sorted(set(hubs))
-    if not names:
-        return 0
-    moment = now or timezone.now()
-    targets = ResyncTarget._meta.db_table
-    requests = ResyncRequest._meta.db_table
-    status = HubTypeStatus._meta.db_table
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"""
-            UPDATE {targets} AS t SET completed_at = %s
-            FROM {requests} AS r
-            WHERE t.request_id = r.id AND t.hub_id = ANY(%s) AND t.completed_at IS NULL AND r.sent_at IS NOT NULL
-              AND NOT EXISTS (
-                SELECT 1 FROM jsonb_array_elements_text(r.types) AS wanted(type)
-                WHERE NOT EXISTS (
-                    SELECT 1 FROM {status} AS s
-                    WHERE s.hub_id = t.hub_id AND s.event_type = wanted.type AND s.last_full_state_at >= r.sent_at))
-            RETURNING t.request_id
-            """,
-            [moment, names],
-        )
-        touched = sorted({row[0] for row in cursor.fetchall()})
-        if touched:
-            cursor.execute(
-                f"""
-                UPDATE {requests} AS r SET completed_at = %s
-                WHERE r.id = ANY(%s) AND r.completed_at IS NULL
-                  AND NOT EXISTS (SELECT 1 FROM {targets} t WHERE t.request_id = r.id AND t.completed_at IS NULL)
-                """,
-                [moment, touched],
-            )
-    return len(touched)

@@ -11,7 +11,7 @@ from django.db import OperationalError
 from globalhub.celery import app
 from globalhub.manager import lifecycle
 from globalhub.manager.models import ResyncRequest
-from globalhub.manager.resync_requests import create_request, dispatch_pending
+from globalhub.manager.resync_requests import SEND_TASK, dispatch_pending, request_resyncs
 from globalhub.protocol.kafka import ConfirmedProducer, KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -43,14 +43,20 @@ _producer = _Producer()
     ignore_result=True,
 )
 def probe_hubs() -> dict[str, list[str]]:
-    """Every 2 minutes: silent hubs become inactive (their data cleaned), returning ones active and resynced."""
+    """Every 2 minutes: silent hubs become inactive (their data cleaned), returning ones active and resynced.
+
+    A quiet hub whose topic is not read to its end is not judged (see ``lifecycle.probe``)."""
     result = lifecycle.probe()
     if result.inactivated or result.reactivated:
         log.info("probe: inactivated %s, reactivated %s", result.inactivated, result.reactivated)
-    return {"inactivated": result.inactivated, "reactivated": result.reactivated}
+    return {
+        "inactivated": result.inactivated,
+        "reactivated": result.reactivated,
+        "not_judged": sorted(result.not_judged),
+    }
 
 
-@app.task(name="manager.send_resync_requests", ignore_result=True)
+@app.task(name=SEND_TASK, ignore_result=True)
 def send_resync_requests() -> int:
     """Send pending resync requests to the hubs (after each request's commit, and every few seconds)."""
     return dispatch_pending(_producer.get(), settings.GLOBALHUB.spec_topic)
@@ -58,7 +64,5 @@ def send_resync_requests() -> int:
 
 @app.task(name="manager.periodic_resync", ignore_result=True)
 def periodic_resync(types: list[str], hubs: list[str] | None = None) -> list[int]:
-    """A schedule's resync: the given types of the given hubs (default: every hub, as one broadcast)."""
-    if hubs is None:
-        return [create_request(None, types, ResyncRequest.Reason.PERIODIC, "schedule").pk]
-    return [create_request(hub, types, ResyncRequest.Reason.PERIODIC, "schedule").pk for hub in hubs]
+    """A schedule's resync: the given types of the given hubs (default: every hub, as one broadcast), all or none."""
+    return [r.pk for r in request_resyncs(hubs, types, ResyncRequest.Reason.PERIODIC, "schedule")]

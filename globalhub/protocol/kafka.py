@@ -14,8 +14,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec  # type: ignore[attr-defined]
 
 from globalhub.protocol.codec import OutgoingMessage
 
@@ -29,6 +29,8 @@ STATUS_TOPIC_CONFIG: Mapping[str, str] = {
     "retention.ms": str(7 * 24 * 3600 * 1000),
     "retention.bytes": str(1024**3),
     "max.message.bytes": str(10 * 1024 * 1024),
+    # The broker stamps each message when it stores it: the manager judges liveness on that clock, not the hub's.
+    "message.timestamp.type": "LogAppendTime",
 }
 SPEC_TOPIC_CONFIG: Mapping[str, str] = {
     "cleanup.policy": "delete",
@@ -127,6 +129,41 @@ def ensure_topics(
             if error.args and error.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS:
                 continue
             raise
+
+
+def topic_ends(settings: KafkaSettings, topics: Iterable[str], *, timeout: float = 10.0) -> dict[str, dict[int, int]]:
+    """The broker's high watermark (the offset the next message will get) of each partition of these topics.
+
+    A topic the broker does not have maps to ``{}`` (nothing to read). A topic whose offsets could not be learnt
+    is left out, and so is every topic when the broker cannot be reached: the caller knows nothing about it.
+    """
+    names = sorted(set(topics))
+    if not names:
+        return {}
+    admin = AdminClient(settings.client_config())
+    try:
+        metadata = admin.list_topics(timeout=timeout)
+    except KafkaException as error:
+        log.warning("could not read the topics' ends from Kafka: %s", error)
+        return {}
+    ends: dict[str, dict[int, int]] = {}
+    wanted: dict[TopicPartition, Any] = {}
+    for name in names:
+        topic = metadata.topics.get(name)
+        if topic is None:
+            ends[name] = {}
+        elif topic.error is None:
+            latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]
+            wanted.update({TopicPartition(name, partition): latest for partition in topic.partitions})
+    unknown: set[str] = set()
+    if wanted:
+        for partition, future in admin.list_offsets(wanted, request_timeout=timeout).items():
+            try:
+                ends.setdefault(partition.topic, {})[partition.partition] = future.result(timeout=timeout).offset
+            except KafkaException as error:
+                log.warning("could not read the end of %s[%d]: %s", partition.topic, partition.partition, error)
+                unknown.add(partition.topic)
+    return {name: partitions for name, partitions in ends.items() if name not in unknown}
 
 
 class ConfirmedProducer:

@@ -1,16 +1,29 @@
-"""Version admission: which status bundles may change the manager's copy. The one place that decides it.
+"""Version admission: which status bundles may change the manager's copy, and how. The one place that decides it.
 
-Rules follow upstream's conflation elements (reference section 4.3):
+Per (hub, type) the manager keeps the last version it processed and the hub-clock time the agent's current *run*
+began (``run_started_at``). A bundle is judged in this order:
 
-* Generation 0 means the agent restarted: the slot is reset and the bundle admitted.
-* complete and delta types admit a bundle whose version is component-wise >= the last processed one;
-* hybrid types compare the Generation only (>=).
+1. **Authority.** A full state that answers an open manager request (it carries the request's id, see
+   ``globalhub/protocol/requests.py``) is admitted whatever version is stored, and it starts a new run: it re-bases
+   the slot. So no stored version can hold a hub's data back past one resync round trip.
+2. **Agent start.** Generation 0 means the agent restarted: admitted, a new run (as upstream), unless it was sent
+   before the current run began (a straggler of an older start).
+3. **Stragglers.** Any other bundle sent (by the hub's clock) before the current run began comes from an earlier
+   run of the agent: refused. Upstream admits it (its hybrid rule compares Generations only) and lets it overwrite
+   newer rows.
+4. **Within a run**, as upstream: complete and delta types need a version component-wise ``>=`` the last. Hybrid
+   bundles are admitted and their rows decide, one by one: a row is written only by a bundle newer than the one
+   that last wrote it (:class:`Stamp`: the run, then the version, compared in that order). Upstream overwrites a
+   row with an older bundle's content (a replay of 5.7 after 5.8, a straggler of 7.2 after a restart's 0.2).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 
+from globalhub.manager.models import STAMP_EPOCH
 from globalhub.protocol.events import EventType
 from globalhub.protocol.version import Version
 
@@ -34,10 +47,65 @@ MODES: dict[EventType, Mode] = {
 }
 
 
-def admits(mode: Mode, incoming: Version, last: Version | None) -> bool:
-    """True when a bundle with version ``incoming`` may be applied after ``last`` (None: nothing processed)."""
-    if incoming.init_gen() or last is None:
-        return True
-    if mode is Mode.HYBRID:
-        return incoming.generation >= last.generation
-    return incoming.newer_than_or_equal(last)
+@dataclass(frozen=True)
+class Slot:
+    """What the manager holds for one (hub, type)."""
+
+    version: Version | None = None  # None: nothing processed yet
+    run_started_at: datetime | None = None  # None: no start or answer seen yet
+
+
+@dataclass(frozen=True)
+class Stamp:
+    """Which bundle wrote a row: the run it came from, then its version. Later stamps are newer content."""
+
+    run: datetime
+    generation: int
+    value: int
+
+    def key(self) -> tuple[datetime, int, int]:
+        return (self.run, self.generation, self.value)
+
+    def newer_than(self, other: Stamp) -> bool:
+        return self.key() > other.key()
+
+
+@dataclass(frozen=True)
+class Verdict:
+    admitted: bool
+    authoritative: bool = False  # re-bases the slot (a new run) and writes rows whatever they hold
+    reason: str = ""  # why it was refused
+
+
+def judge(mode: Mode, version: Version, sent_at: datetime | None, slot: Slot, *, answers_request: bool) -> Verdict:
+    """The verdict on one bundle of version ``version``, sent at ``sent_at`` (hub clock), given the slot."""
+    if answers_request:
+        return Verdict(True, authoritative=True)
+    straggler = slot.run_started_at is not None and sent_at is not None and sent_at < slot.run_started_at
+    if straggler:
+        assert slot.run_started_at is not None and sent_at is not None
+        return Verdict(
+            False,
+            reason=f"sent at {sent_at.isoformat()}, before the agent's run began ({slot.run_started_at.isoformat()})",
+        )
+    if version.init_gen():
+        return Verdict(True, authoritative=True)
+    if slot.version is None or mode is Mode.HYBRID:
+        return Verdict(True)
+    if version.newer_than_or_equal(slot.version):
+        return Verdict(True)
+    return Verdict(False, reason=f"version {version} is older than {slot.version}")
+
+
+def next_slot(slot: Slot, version: Version, sent_at: datetime | None, verdict: Verdict, now: datetime) -> Slot:
+    """The slot after an admitted bundle: re-based by an authoritative one, else moved to the newer version."""
+    if verdict.authoritative:
+        return Slot(version.copy(), sent_at or now)
+    if slot.version is None or not slot.version.newer_than(version):
+        return Slot(version.copy(), slot.run_started_at)
+    return slot  # an older hybrid bundle (a replay): its rows were judged one by one, the slot stays
+
+
+def stamp_of(slot: Slot, version: Version) -> Stamp:
+    """The stamp rows written by a bundle get: the slot's run (after the bundle re-based it, if it did)."""
+    return Stamp(slot.run_started_at or STAMP_EPOCH, version.generation, version.value)

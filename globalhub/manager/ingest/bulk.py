@@ -1,7 +1,9 @@
 """Set-based writes for hybrid object tables: COPY for new objects, a staged upsert for changed ones.
 
 No row-by-row ORM saves on the hot path. Every statement is scoped by hub, so one hub can never touch another
-hub's rows.
+hub's rows. Every write carries the writing bundle's :class:`~globalhub.manager.ingest.admission.Stamp`: a row is
+written only by a newer stamp than the one it has, unless the write is authoritative (``force``, a full state that
+answers a request or follows an agent start), and it keeps the stamp of what wrote it.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from typing import Any
 from django.db import IntegrityError, connection, transaction
 from psycopg import Copy
 from psycopg.copy import LibpqWriter
+
+from globalhub.manager.ingest.admission import Stamp
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +86,7 @@ class ObjectRow:
     """One object, ready for COPY: made while the bundle is prepared, which overlaps the previous bundle's COPY."""
 
     object_id: str  # canonical UUID text
+    name: str
     digest: bytes  # of the payload: equal digests, equal objects
     fields: bytes  # id, name, payload and digest in COPY's text format, tab-separated
 
@@ -89,7 +94,7 @@ class ObjectRow:
     def of(cls, object_id: str, name: str, payload: bytes) -> ObjectRow:
         digest = payload_digest(payload)
         fields = (object_id.encode("ascii"), copy_text(name), copy_text(payload), _bytea_text(digest))
-        return cls(object_id, digest, b"\t".join(fields))
+        return cls(object_id, name, digest, b"\t".join(fields))
 
 
 def payload_digest(payload: bytes) -> bytes:
@@ -131,46 +136,67 @@ def first_sight(spec: ObjectTable, hub: str) -> FirstSight | None:
         return None if cursor.fetchone()[0] else FirstSight()
 
 
+@dataclass
+class Upserted:
+    written: int = 0  # rows inserted or updated
+    unchanged: int = 0  # rows that already held this content (stamped, and marked if a resync listed them)
+    stale: int = 0  # rows left alone: they hold newer content than this bundle
+
+
 def upsert_objects(
     spec: ObjectTable,
     hub: str,
     rows: Sequence[ObjectRow],
     now: datetime,
     mark: str,
+    stamp: Stamp,
+    *,
+    force: bool = False,
     meanwhile: Meanwhile | None = None,
     seen: FirstSight | None = None,
-) -> int:
+) -> Upserted:
     """Make ``rows`` the hub's live objects, clearing ``deleted_at``; a non-empty ``mark`` sets ``resync_mark``.
 
-    Most of a full resync is objects the manager already has, unchanged: those are only marked. (Should the hub be
-    made inactive by the probe between the look-up and the marking, its rows stay soft-deleted: as if this batch
-    had come first; the resync that follows its reactivation brings them back.) Objects the hub
-    never reported go straight in with COPY; the rest (changed, or soft-deleted) are staged and upserted. Only
-    one transaction writes a hub's objects of one type at a time (the partition's advisory lock), so what is
-    read first stays true; should anything else have inserted an object in between, the upsert takes it.
+    A row whose stamp is as new as ``stamp`` or newer is left alone, unless ``force``. Most of a full resync is
+    objects the manager already has, unchanged: those are only stamped and marked. (Should the hub be made inactive
+    by the probe between the look-up and the marking, its rows stay soft-deleted: as if this batch had come first;
+    the resync that follows its reactivation brings them back.) Objects the hub never reported go straight in with
+    COPY; the rest (changed, or soft-deleted) are staged and upserted. Only one transaction writes a hub's objects
+    of one type at a time (the partition's advisory lock), so what is read first stays true; should anything else
+    have inserted an object in between, the upsert takes it.
 
-    The last row wins when an id appears twice. Returns the number of rows written (inserted or updated).
-    ``meanwhile`` runs during the first COPY (or at the end if there is none). ``seen`` spares the look-up of
-    ids that cannot be in the table yet.
+    The last row wins when an id appears twice. ``meanwhile`` runs during the first COPY (or at the end if there is
+    none). ``seen`` spares the look-up of ids that cannot be in the table yet.
     """
+    result = Upserted()
     latest = {row.object_id: row for row in rows}
     if not latest:
-        return 0
+        return result
     with connection.cursor() as cursor:
-        known = _known_digests(cursor, spec, hub, _to_look_up(latest, seen))
+        known = _known_rows(cursor, spec, hub, _to_look_up(latest, seen))
+        if not force:
+            stale = [
+                object_id for object_id in latest if object_id in known and not stamp.newer_than(known[object_id][1])
+            ]
+            for object_id in stale:
+                del latest[object_id]
+            result.stale = len(stale)
         new = [row for object_id, row in latest.items() if object_id not in known]
-        changed = [row for object_id, row in latest.items() if object_id in known and known[object_id] != row.digest]
-        unchanged = [object_id for object_id, row in latest.items() if known.get(object_id, b"") == row.digest]
-        write = _Write(cursor, spec, hub, now, mark, meanwhile)
+        changed = [row for object_id, row in latest.items() if object_id in known and known[object_id][0] != row.digest]
+        unchanged = [
+            object_id for object_id, row in latest.items() if object_id in known and known[object_id][0] == row.digest
+        ]
+        write = _Write(cursor, spec, hub, now, mark, stamp, meanwhile)
         if new and not _insert_new(write, new):
             changed += new
         if changed:
-            _upsert_staged(write, changed)
-    if mark:
-        mark_listed(spec, hub, unchanged, mark)
+            _upsert_staged(write, changed, force=force)
+        _restamp(write, unchanged)
     if meanwhile is not None:
         meanwhile()  # if no COPY ran it
-    return len(latest) - len(unchanged)
+    result.unchanged = len(unchanged)
+    result.written = len(latest) - len(unchanged)
+    return result
 
 
 def _to_look_up(latest: dict[str, ObjectRow], seen: FirstSight | None) -> list[str]:
@@ -181,30 +207,41 @@ def _to_look_up(latest: dict[str, ObjectRow], seen: FirstSight | None) -> list[s
     return ids
 
 
-def _known_digests(cursor: Any, spec: ObjectTable, hub: str, ids: list[str]) -> dict[str, bytes | None]:
-    """The digest of each of ``ids`` the hub has a live row for (None when unknown); soft-deleted rows map to None."""
+def _known_rows(cursor: Any, spec: ObjectTable, hub: str, ids: list[str]) -> dict[str, tuple[bytes | None, Stamp]]:
+    """The digest (None when soft-deleted or unknown) and the stamp of each of ``ids`` the hub has a row for."""
     if not ids:
         return {}
     cursor.execute(
-        f"SELECT {spec.id_column}::text, CASE WHEN deleted_at IS NULL THEN payload_digest END FROM {spec.table} "
+        f"SELECT {spec.id_column}::text, CASE WHEN deleted_at IS NULL THEN payload_digest END, "
+        f"stamp_run, stamp_generation, stamp_value FROM {spec.table} "
         f"WHERE {spec.hub_column} = %s AND {spec.id_column} = ANY(%s::uuid[])",
         [hub, ids],
     )
-    return {object_id: bytes(digest) if digest is not None else None for object_id, digest in cursor.fetchall()}
+    return {
+        object_id: (bytes(digest) if digest is not None else None, Stamp(run, int(generation), int(value)))
+        for object_id, digest, run, generation, value in cursor.fetchall()
+    }
 
 
-_OBJECT_COLUMNS = "payload, payload_digest, error, created_at, updated_at, deleted_at, resync_mark"
+_STAMP_OLDER = "(t.stamp_run, t.stamp_generation, t.stamp_value) < (%s, %s, %s)"
+
+
+_OBJECT_COLUMNS = (
+    "payload, payload_digest, error, created_at, updated_at, deleted_at, resync_mark, "
+    "stamp_run, stamp_generation, stamp_value"
+)
 
 
 @dataclass(frozen=True)
 class _Write:
-    """One upsert's cursor and context: which table and hub, the time, the resync mark, the overlapped work."""
+    """One upsert's cursor and context: table and hub, the time, the resync mark, the stamp, the overlapped work."""
 
     cursor: Any
     spec: ObjectTable
     hub: str
     now: datetime
     mark: str
+    stamp: Stamp
     meanwhile: Meanwhile | None
 
 
@@ -213,7 +250,7 @@ def _insert_new(write: _Write, rows: list[ObjectRow]) -> bool:
     spec = write.spec
     try:
         with transaction.atomic(), copy_into(write.cursor, copy_new_statement(spec), write.meanwhile) as copy:
-            copy.write(new_object_lines(write.hub, rows, write.now, write.mark))
+            copy.write(new_object_lines(write.hub, rows, write.now, write.mark, write.stamp))
     except IntegrityError:
         log.warning("hub=%s %s: an object was inserted by someone else meanwhile; upserting", write.hub, spec.table)
         return False
@@ -225,15 +262,16 @@ def copy_new_statement(spec: ObjectTable) -> str:
     return f"COPY {spec.table} ({spec.hub_column}, {spec.id_column}, {spec.name_column}, {_OBJECT_COLUMNS}) FROM STDIN"
 
 
-def new_object_lines(hub: str, rows: Iterable[ObjectRow], now: datetime, mark: str) -> bytes:
-    stamp = now.isoformat().encode()
+def new_object_lines(hub: str, rows: Iterable[ObjectRow], now: datetime, mark: str, stamp: Stamp) -> bytes:
+    at = now.isoformat().encode()
     head = copy_text(hub) + b"\t"
-    tail = b"\t".join((b"none", stamp, stamp, b"\\N", copy_text(mark))) + b"\n"
+    stamped = (stamp.run.isoformat().encode(), str(stamp.generation).encode(), str(stamp.value).encode())
+    tail = b"\t".join((b"none", at, at, b"\\N", copy_text(mark), *stamped)) + b"\n"
     return b"".join(head + row.fields + b"\t" + tail for row in rows)
 
 
-def _upsert_staged(write: _Write, rows: list[ObjectRow]) -> None:
-    cursor, spec, hub, now, mark = write.cursor, write.spec, write.hub, write.now, write.mark
+def _upsert_staged(write: _Write, rows: list[ObjectRow], *, force: bool) -> None:
+    cursor, spec, hub, now, mark, stamp = write.cursor, write.spec, write.hub, write.now, write.mark, write.stamp
     stage_table(
         cursor, spec.stage, "object_id uuid, name text, payload jsonb, payload_digest bytea", uncompressed="payload"
     )
@@ -241,10 +279,11 @@ def _upsert_staged(write: _Write, rows: list[ObjectRow]) -> None:
         cursor, f"COPY {spec.stage} (object_id, name, payload, payload_digest) FROM STDIN", write.meanwhile
     ) as copy:
         copy.write(b"".join(row.fields + b"\n" for row in rows))
+    # The rows were judged newer than what they replace; the condition repeats it where the statement writes.
     cursor.execute(
         f"""
         INSERT INTO {spec.table} AS t ({spec.hub_column}, {spec.id_column}, {spec.name_column}, {_OBJECT_COLUMNS})
-        SELECT %s, object_id, name, payload, payload_digest, 'none', %s, %s, NULL, %s FROM {spec.stage}
+        SELECT %s, object_id, name, payload, payload_digest, 'none', %s, %s, NULL, %s, %s, %s, %s FROM {spec.stage}
         ON CONFLICT ({spec.hub_column}, {spec.id_column}) DO UPDATE SET
             {spec.name_column} = EXCLUDED.{spec.name_column},
             payload = EXCLUDED.payload,
@@ -252,32 +291,72 @@ def _upsert_staged(write: _Write, rows: list[ObjectRow]) -> None:
             error = 'none',
             updated_at = EXCLUDED.updated_at,
             deleted_at = NULL,
-            resync_mark = CASE WHEN %s = '' THEN t.resync_mark ELSE EXCLUDED.resync_mark END
+            resync_mark = CASE WHEN %s = '' THEN t.resync_mark ELSE EXCLUDED.resync_mark END,
+            stamp_run = EXCLUDED.stamp_run,
+            stamp_generation = EXCLUDED.stamp_generation,
+            stamp_value = EXCLUDED.stamp_value
+        WHERE %s OR {_STAMP_OLDER}
         """,
-        [hub, now, now, mark, mark],
+        [hub, now, now, mark, *stamp.key(), mark, force, *stamp.key()],
     )
 
 
-def soft_delete_ids(spec: ObjectTable, hub: str, ids: Sequence[str], now: datetime) -> int:
-    return _soft_delete_matching(spec, hub, spec.id_column, list(ids), now)
+def _restamp(write: _Write, ids: list[str]) -> None:
+    """Rows that already hold this content: they take the newer stamp (and the resync's mark), nothing else."""
+    if not ids:
+        return
+    spec = write.spec
+    mark_sql = "resync_mark = %s, " if write.mark else ""
+    write.cursor.execute(
+        f"UPDATE {spec.table} AS t SET {mark_sql}stamp_run = %s, stamp_generation = %s, stamp_value = %s "
+        f"WHERE {spec.hub_column} = %s AND {spec.id_column} = ANY(%s::uuid[])",
+        [*([write.mark] if write.mark else []), *write.stamp.key(), write.hub, ids],
+    )
 
 
-def soft_delete_names(spec: ObjectTable, hub: str, names: Sequence[str], now: datetime) -> int:
+def soft_delete_ids(
+    spec: ObjectTable, hub: str, ids: Sequence[str], now: datetime, stamp: Stamp, *, force: bool = False
+) -> Deleted:
+    return _soft_delete_matching(spec, hub, spec.id_column, list(ids), now, stamp, force)
+
+
+def soft_delete_names(
+    spec: ObjectTable, hub: str, names: Sequence[str], now: datetime, stamp: Stamp, *, force: bool = False
+) -> Deleted:
     """Deletes that carry no usable id are matched by name, as upstream does."""
-    return _soft_delete_matching(spec, hub, spec.name_column, list(names), now)
+    return _soft_delete_matching(spec, hub, spec.name_column, list(names), now, stamp, force)
 
 
-def _soft_delete_matching(spec: ObjectTable, hub: str, column: str, values: list[Any], now: datetime) -> int:
+@dataclass
+class Deleted:
+    deleted: int = 0
+    stale: int = 0  # live rows newer than the delete: left alone
+
+
+def _soft_delete_matching(
+    spec: ObjectTable, hub: str, column: str, values: list[Any], now: datetime, stamp: Stamp, force: bool
+) -> Deleted:
     if not values:
-        return 0
+        return Deleted()
     with connection.cursor() as cursor:
         cast = "::uuid[]" if column == spec.id_column else ""
         cursor.execute(
-            f"UPDATE {spec.table} SET deleted_at = %s, updated_at = %s "
-            f"WHERE {spec.hub_column} = %s AND {column} = ANY(%s{cast}) AND deleted_at IS NULL",
-            [now, now, hub, values],
+            f"""
+            WITH live AS (
+                SELECT {spec.id_column} AS id, %s OR {_STAMP_OLDER} AS older FROM {spec.table} AS t
+                WHERE {spec.hub_column} = %s AND {column} = ANY(%s{cast}) AND deleted_at IS NULL
+            ), gone AS (
+                UPDATE {spec.table} AS t SET deleted_at = %s, updated_at = %s,
+                    stamp_run = %s, stamp_generation = %s, stamp_value = %s
+                FROM live WHERE t.{spec.hub_column} = %s AND t.{spec.id_column} = live.id AND live.older
+                RETURNING 1
+            )
+            SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM live WHERE NOT older)
+            """,
+            [force, *stamp.key(), hub, values, now, now, *stamp.key(), hub],
         )
-        return int(cursor.rowcount)
+        deleted, stale = cursor.fetchone()
+        return Deleted(int(deleted), int(stale))
 
 
 def mark_listed(spec: ObjectTable, hub: str, ids: Sequence[str], mark: str) -> int:
@@ -296,12 +375,25 @@ def mark_listed(spec: ObjectTable, hub: str, ids: Sequence[str], mark: str) -> i
         return int(cursor.rowcount)
 
 
-def sweep_unlisted(spec: ObjectTable, hub: str, mark: str, now: datetime) -> int:
-    """Soft-delete the hub's live rows that resync ``mark`` did not list."""
+def sweep_unlisted(spec: ObjectTable, hub: str, mark: str, now: datetime, stamp: Stamp, *, force: bool = False) -> int:
+    """Soft-delete the hub's live rows that resync ``mark`` did not list (and, unless ``force``, that hold older
+    content than the resync: a row written by a newer bundle stays).
+
+    A forced (authoritative) resync re-bases the rows too: none keeps a stamp newer than the resync's, soft-deleted
+    ones included, so no poisoned or future stamp can refuse the hub's next bundles.
+    """
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {spec.table} SET deleted_at = %s, updated_at = %s "
-            f"WHERE {spec.hub_column} = %s AND deleted_at IS NULL AND resync_mark <> %s",
-            [now, now, hub, mark],
+            f"UPDATE {spec.table} AS t SET deleted_at = %s, updated_at = %s, "
+            f"stamp_run = %s, stamp_generation = %s, stamp_value = %s "
+            f"WHERE {spec.hub_column} = %s AND deleted_at IS NULL AND resync_mark <> %s AND (%s OR {_STAMP_OLDER})",
+            [now, now, *stamp.key(), hub, mark, force, *stamp.key()],
         )
-        return int(cursor.rowcount)
+        swept = int(cursor.rowcount)
+        if force:
+            cursor.execute(
+                f"UPDATE {spec.table} AS t SET stamp_run = %s, stamp_generation = %s, stamp_value = %s "
+                f"WHERE {spec.hub_column} = %s AND (t.stamp_run, t.stamp_generation, t.stamp_value) > (%s, %s, %s)",
+                [*stamp.key(), hub, *stamp.key()],
+            )
+        return swept

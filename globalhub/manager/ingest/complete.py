@@ -12,18 +12,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from django.db import connection
-from django.db.models import F, Value
-from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from globalhub.manager.ingest.bulk import copy_into, copy_text, stage_table
 from globalhub.manager.ingest.records import Rejected, StatusEvent
 from globalhub.manager.ingest.versions import VersionBook
-from globalhub.manager.models import CompleteFrame, Compliance, Hub, HubInfo, LocalCompliance
+from globalhub.manager.models import CompleteFrame, Compliance, HubInfo, LocalCompliance
 from globalhub.protocol import jsonutil
 from globalhub.protocol.bundles import FrameInfo, FrameKind
 from globalhub.protocol.events import EXT_DEPENDENCY_VERSION, EventType
@@ -39,9 +37,7 @@ COMPLIANCE_LISTS = {
     "unknownComplianceClusters": Compliance.UNKNOWN,
     "pendingComplianceClusters": Compliance.PENDING,
 }
-# A heartbeat's time comes from the hub's clock; one from the future must not keep a hub alive longer.
-MAX_CLOCK_SKEW = timedelta(seconds=30)
-# And one from before this project existed is a broken clock: kept at this floor, a time any reader can handle.
+# A hub-clock time from before this project existed is a broken clock: kept at this floor, which any reader handles.
 OLDEST_HEARTBEAT = datetime(2000, 1, 1, tzinfo=UTC)
 
 
@@ -142,21 +138,24 @@ def _counted(event: StatusEvent, entries: list[Any]) -> list[Any]:
 # --- heartbeat -----------------------------------------------------------------------------------------------------
 
 
-def parse_heartbeat(data: Any, event: StatusEvent) -> datetime:
-    """The heartbeat's moment: the CloudEvent time (when the hub sent it), else when Kafka stored it."""
+def parse_heartbeat(data: Any, event: StatusEvent) -> datetime | None:
+    """The hub's own time for the heartbeat (its CloudEvent time), kept within what a datetime reader handles.
+
+    Liveness does not use it: the pipeline notes every well-formed heartbeat it reads, by the manager's clocks
+    (``lifecycle.heartbeat_seen``), whatever its version.
+    """
     if not isinstance(data, list):
         raise Rejected("a heartbeat must be a JSON array", hub=event.hub, event_type=event.type)
-    now = timezone.now()
-    sent = event.time or event.record.timestamp or now
-    return max(min(sent, now + MAX_CLOCK_SKEW), OLDEST_HEARTBEAT)
+    return sent_time(event)
 
 
-def apply_heartbeat(event: StatusEvent, sent: datetime, versions: VersionBook) -> str:
-    """Only the timestamp moves, never backwards; a heartbeat never changes a hub's state by itself.
+def sent_time(event: StatusEvent) -> datetime | None:
+    """The event's CloudEvent time, from the hub's clock; one before 2000 is a broken clock, kept at that floor."""
+    return None if event.time is None else max(event.time, OLDEST_HEARTBEAT)
 
-    (PostgreSQL's GREATEST ignores NULL, so a first heartbeat simply sets it.)
-    """
-    Hub.objects.filter(name=event.hub).update(last_heartbeat=Greatest(F("last_heartbeat"), Value(sent)))
+
+def apply_heartbeat(event: StatusEvent, sent: datetime | None, versions: VersionBook) -> str:
+    """Nothing to store as state: a heartbeat's whole effect is on liveness, noted when it was read."""
     return ""
 
 

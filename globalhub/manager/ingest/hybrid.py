@@ -1,7 +1,9 @@
 """Hybrid types (managed clusters, local policy specs): deltas and framed full resyncs on one stream.
 
 * ``update`` (and ``create``) and ``resync`` objects are upserted, which clears ``deleted_at``;
-* ``delete`` entries soft-delete by id (or by name when the id is unusable), as upstream does;
+* ``delete`` entries soft-delete by id (or by name when the id is unusable), as upstream does; a delete of an
+  object the same bundle upserts is ignored (it was deleted, then created again: upstream ends with it deleted);
+* every write carries the bundle's stamp, and a row holding newer content is left alone (see ``admission.py``);
 * ``resync_metadata`` lists every object that exists: rows are marked with the resync's id, and once the resync
   is *completely* received (every frame, ids adding up to the announced count) the hub's unmarked rows are
   soft-deleted. A resync with a missing frame deletes nothing.
@@ -18,6 +20,7 @@ from typing import Any
 from django.utils import timezone
 
 from globalhub.manager.ingest import bulk
+from globalhub.manager.ingest.admission import Stamp
 from globalhub.manager.ingest.records import Rejected, StatusEvent
 from globalhub.manager.models import ResyncProgress
 from globalhub.protocol.bundles import (
@@ -50,7 +53,10 @@ class HybridResult:
     deleted: int = 0
     skipped_objects: int = 0
     swept: int = 0
+    stale: int = 0  # objects and deletes left alone: the rows hold newer content
+    offered: int = 0  # objects and deletes the bundle carried
     incomplete_reason: str = ""
+    abandoned_reason: str = ""  # a resync still being received was given up for this one
     full_state: int | None = None  # a complete listing was applied: how many objects it listed
     progress: ResyncProgress | None = None  # the (hub, type) resync bookkeeping as this record left it
     marks: list[tuple[str, list[str]]] = field(default_factory=list)  # (resync mark, ids given it), in order
@@ -92,6 +98,7 @@ class HybridWork:
     bundle: GenericBundle
     rows: list[bulk.ObjectRow]
     skipped: int  # objects without a usable id
+    resync_objects: bool = False  # it carried ``resync`` objects: full-state content, not a delta
 
 
 def prepare_hybrid(kind: HybridType, event: StatusEvent) -> HybridWork:
@@ -107,20 +114,25 @@ def prepare_hybrid(kind: HybridType, event: StatusEvent) -> HybridWork:
         rows, skipped = _rows(kind, bundle.update + bundle.resync)
     except ValueError as error:  # an object JSON cannot hold again (nested too deeply)
         raise Rejected(f"an object cannot be stored: {error}", hub=event.hub, event_type=event.type) from None
+    resync_objects = bool(bundle.resync)
     bundle.update.clear()  # the objects live on as rows; their parsed form is no longer needed
     bundle.resync.clear()
-    return HybridWork(bundle, rows, skipped)
+    return HybridWork(bundle, rows, skipped, resync_objects)
 
 
 def apply_hybrid(
     kind: HybridType,
     event: StatusEvent,
     work: HybridWork,
+    stamp: Stamp,
+    *,
+    force: bool = False,
     memory: SlotMemory | None = None,
     meanwhile: bulk.Meanwhile | None = None,
 ) -> HybridResult:
     """Apply one admitted, prepared hybrid bundle; ``meanwhile`` runs while the database takes in its rows.
 
+    Its rows are written with ``stamp``, over older rows only unless ``force`` (an authoritative bundle).
     ``memory``: what the batch already knows of this (hub, type); see :class:`SlotMemory`.
     """
     memory = memory or SlotMemory()
@@ -135,12 +147,17 @@ def apply_hybrid(
     if mark == "":
         mark = _receiving_mark(event, memory)
     result.skipped_objects = work.skipped
-    result.upserted = bulk.upsert_objects(kind.table, event.hub, work.rows, now, mark, meanwhile, memory.seen)
+    upserted = bulk.upsert_objects(
+        kind.table, event.hub, work.rows, now, mark, stamp, force=force, meanwhile=meanwhile, seen=memory.seen
+    )
+    result.upserted, result.stale = upserted.written, upserted.stale
     if mark:
         result.marks.append((mark, [row.object_id for row in work.rows]))
-    result.deleted = _apply_deletes(kind, event.hub, bundle, now)
+    deleted = _apply_deletes(kind, event.hub, work, now, stamp, force)
+    result.deleted, result.stale = deleted.deleted, result.stale + deleted.stale
+    result.offered = len(work.rows) + len(bundle.delete)
     if bundle.resync_metadata is not None:
-        _apply_listing(kind, event, bundle.resync_metadata, frame, progress, now, result, memory)
+        _apply_listing(kind, event, bundle.resync_metadata, frame, progress, now, result, memory, stamp, force)
     if progress is not None:
         progress.save()
         result.progress = progress
@@ -167,16 +184,24 @@ def _rows(kind: HybridType, objects: list[dict[str, Any]]) -> tuple[list[bulk.Ob
     return rows, skipped
 
 
-def _apply_deletes(kind: HybridType, hub: str, bundle: GenericBundle, now: datetime) -> int:
+def _apply_deletes(
+    kind: HybridType, hub: str, work: HybridWork, now: datetime, stamp: Stamp, force: bool
+) -> bulk.Deleted:
+    """Soft-delete what the bundle deletes, except objects it also upserts: deleted, then created again."""
+    upserted_ids = {row.object_id for row in work.rows}
+    upserted_names = {row.name for row in work.rows}
     ids = []
     names = []
-    for entry in bundle.delete:
+    for entry in work.bundle.delete:
         object_id = canonical_uuid(entry.id)
         if object_id is not None:
-            ids.append(object_id)
-        elif entry.name:
+            if object_id not in upserted_ids:
+                ids.append(object_id)
+        elif entry.name and entry.name not in upserted_names:
             names.append(entry.name)
-    return bulk.soft_delete_ids(kind.table, hub, ids, now) + bulk.soft_delete_names(kind.table, hub, names, now)
+    by_id = bulk.soft_delete_ids(kind.table, hub, ids, now, stamp, force=force)
+    by_name = bulk.soft_delete_names(kind.table, hub, names, now, stamp, force=force)
+    return bulk.Deleted(by_id.deleted + by_name.deleted, by_id.stale + by_name.stale)
 
 
 def _receiving_mark(event: StatusEvent, memory: SlotMemory) -> str:
@@ -203,14 +228,8 @@ def _resync_progress(
         if progress is not None and progress.resync_id == frame.resync_id:
             return None
         if progress is not None and progress.outcome == ResyncProgress.Outcome.RECEIVING:
-            log.warning(
-                "hub=%s type=%s resync %s abandoned after %d frames: resync %s began",
-                event.hub,
-                event.type.short,
-                progress.resync_id,
-                progress.next_seq,
-                frame.resync_id,
-            )
+            old, frames = progress.resync_id, progress.next_seq
+            result.abandoned_reason = f"resync {old} abandoned after {frames} frames: {frame.resync_id} began"
         progress = progress or ResyncProgress(hub_id=event.hub, event_type=event.type)
         progress.resync_id = frame.resync_id
         progress.outcome = ResyncProgress.Outcome.RECEIVING
@@ -256,6 +275,8 @@ def _apply_listing(
     now: datetime,
     result: HybridResult,
     memory: SlotMemory,
+    stamp: Stamp,
+    force: bool,
 ) -> None:
     ids = [object_id for object_id in (canonical_uuid(entry.id) for entry in listing) if object_id is not None]
     if frame is None or progress is None:
@@ -265,7 +286,7 @@ def _apply_listing(
             mark = f"u{event.event_id}"[:64]
             bulk.mark_listed(kind.table, event.hub, ids, mark)
             result.marks.append((mark, ids))
-            result.swept = bulk.sweep_unlisted(kind.table, event.hub, mark, now)
+            result.swept = bulk.sweep_unlisted(kind.table, event.hub, mark, now, stamp, force=force)
             result.full_state = len(ids)
         return
     if progress.outcome == ResyncProgress.Outcome.RECEIVING:
@@ -274,7 +295,7 @@ def _apply_listing(
         result.marks.append((progress.resync_id, ids))
     progress.listed += len(listing)
     if frame.kind is FrameKind.COMPLETE:
-        _finish(kind, event, frame, progress, now, result)
+        _finish(kind, event, frame, progress, now, result, stamp, force)
 
 
 def _finish(
@@ -284,6 +305,8 @@ def _finish(
     progress: ResyncProgress,
     now: datetime,
     result: HybridResult,
+    stamp: Stamp,
+    force: bool,
 ) -> None:
     progress.finished_at = now
     if progress.outcome == ResyncProgress.Outcome.RECEIVING and progress.listed != frame.object_count:
@@ -292,7 +315,7 @@ def _finish(
     if progress.outcome != ResyncProgress.Outcome.RECEIVING:
         result.incomplete_reason = result.incomplete_reason or progress.problem
         return
-    result.swept = bulk.sweep_unlisted(kind.table, event.hub, progress.resync_id, now)
+    result.swept = bulk.sweep_unlisted(kind.table, event.hub, progress.resync_id, now, stamp, force=force)
     progress.outcome = ResyncProgress.Outcome.COMPLETED
     progress.deleted_count = result.swept
     result.full_state = progress.listed

@@ -6,7 +6,12 @@ same transaction as the effect. Database trouble that is not about one record's 
 restarting) propagates: the caller rolls back, keeps its position and retries the batch.
 
 Per (hub, type), records are handled in partition order: hybrid bundles are applied one by one, in order; of the
-complete states in a batch only the newest admitted one is applied, at the end of the batch.
+complete states in a batch only the newest admitted one is applied, at the end of the batch. Version admission and
+the authority of full states that answer a request are decided in ``admission.py`` and ``answers.py``.
+
+While a hub is inactive, its records take no effect but its heartbeats: the resync that follows its reactivation
+brings its state, and an old backlog never revives its rows. A hub the manager did not know (new, or deleted and
+speaking again) gets a full resync request.
 """
 
 from __future__ import annotations
@@ -21,20 +26,22 @@ from typing import Any
 from django.db import DatabaseError, DataError, connection, transaction
 from django.utils import timezone
 
+from globalhub.manager.answers import OpenRequests
 from globalhub.manager.ingest import bulk
+from globalhub.manager.ingest.admission import Verdict
 from globalhub.manager.ingest.bulk import Meanwhile, first_sight
-from globalhub.manager.ingest.complete import APPLY_ORDER, CompleteKind, FrameBuffer, Incomplete, assemble
+from globalhub.manager.ingest.complete import APPLY_ORDER, CompleteKind, FrameBuffer, Incomplete, assemble, sent_time
 from globalhub.manager.ingest.handlers import COMPLETE_TYPES, HYBRID_TYPES
 from globalhub.manager.ingest.hybrid import HybridResult, SlotMemory, apply_hybrid
 from globalhub.manager.ingest.observations import Observation, save_observations
 from globalhub.manager.ingest.opening import Lookahead, Opened
 from globalhub.manager.ingest.records import Record, Rejected, StatusEvent
 from globalhub.manager.ingest.versions import VersionBook
-from globalhub.manager.lifecycle import Timing, heartbeat_applied
-from globalhub.manager.models import ConsumedPosition, DeadLetter, Hub, ResyncProgress
-from globalhub.manager.resync_requests import complete_answered
+from globalhub.manager.lifecycle import HeartbeatSeen, Timing, heartbeat_seen
+from globalhub.manager.models import ConsumedPosition, DeadLetter, Hub, ResyncProgress, ResyncRequest
+from globalhub.manager.resync_requests import create_request
 from globalhub.protocol.bundles import FrameKind
-from globalhub.protocol.events import EventType, hub_from_status_topic
+from globalhub.protocol.events import RESYNC_TYPES, EventType, hub_from_status_topic
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +57,7 @@ class BatchStats:
     staged_frames: int = 0
     dead_letters: int = 0
     already_ingested: int = 0
+    inactive: int = 0  # records of inactive hubs, which take no effect
     by_type: dict[str, int] = field(default_factory=dict)
 
     def count(self, event: StatusEvent) -> None:
@@ -58,14 +66,25 @@ class BatchStats:
 
 
 @dataclass
+class _Pending:
+    """A complete state offered to the batch: the newest admitted one per (hub, type) is applied at the end."""
+
+    event: StatusEvent
+    state: Any
+    answers: set[int]  # the requests it answers
+
+
+@dataclass
 class _Batch:
     topic_prefix: str
     versions: VersionBook
+    requests: OpenRequests
+    inactive: set[str]
     stats: BatchStats
     now: datetime
-    pending: dict[tuple[str, EventType], tuple[StatusEvent, Any]] = field(default_factory=dict)
+    pending: dict[tuple[str, EventType], _Pending] = field(default_factory=dict)
     observed: dict[tuple[str, str], Observation] = field(default_factory=dict)
-    heartbeats: dict[str, datetime] = field(default_factory=dict)
+    heartbeats: dict[str, HeartbeatSeen] = field(default_factory=dict)
     slots: dict[tuple[str, EventType], SlotMemory] = field(default_factory=dict)
     frames: FrameBuffer = field(default_factory=FrameBuffer)
 
@@ -75,20 +94,38 @@ class _Batch:
             self.slots[slot] = SlotMemory(seen=first_sight(HYBRID_TYPES[event.type].table, event.hub))
         return self.slots[slot]
 
-    def applied(self, event: StatusEvent, full_state: int | None) -> None:
-        """A hybrid record took effect: its version is the slot's last, it counts, and it is observed."""
-        self.versions.processed(event)
+    def applied(self, event: StatusEvent, verdict: Verdict, full_state: int | None) -> None:
+        """A hybrid record took effect: it goes into its slot, it counts, and it is observed."""
+        self.versions.processed(event, verdict, self.now)
         self.stats.count(event)
         self.observe(event, full_state)
 
     def observe(self, event: StatusEvent, full_state: int | None) -> None:
-        seen = self.observed.setdefault((event.hub, event.type.value), Observation(str(event.version)))
+        seen = self.observed.setdefault((event.hub, event.type.value), Observation())
         seen.version = str(event.version)
+        seen.applied = True
+        seen.refused, seen.refusal = 0, ""
         if full_state is None:
             seen.delta_at = self.now
         else:
             seen.full_state_at = self.now
             seen.full_state_objects = full_state
+
+    def refused(self, event: StatusEvent, reason: str) -> None:
+        """A bundle was refused, or some of its rows were (older than the row's): the slot may be stalling."""
+        seen = self.observed.setdefault((event.hub, event.type.value), Observation())
+        seen.applied = False  # the last bundle did not take its whole effect: the refusals go on counting
+        seen.refused += 1
+        seen.refusal = f"version {event.version} at offset {event.record.offset}: {reason}"[:500]
+
+    def heartbeat(self, event: StatusEvent) -> None:
+        """A well-formed heartbeat was read: its time on the manager's side (the broker's, else now) and the hub's."""
+        record = event.record
+        broker_time = record.timestamp if record.log_append else None
+        seen = HeartbeatSeen(broker_time or self.now, broker_time is not None, sent_time(event))
+        known = self.heartbeats.get(event.hub)
+        if known is None or seen.at >= known.at:
+            self.heartbeats[event.hub] = seen
 
 
 def ingest_batch(records: Sequence[Record], *, topic_prefix: str) -> BatchStats:
@@ -98,13 +135,16 @@ def ingest_batch(records: Sequence[Record], *, topic_prefix: str) -> BatchStats:
         return stats
     with transaction.atomic():
         fresh = _claim(records, stats)
-        hubs = _register_hubs(fresh, topic_prefix)
-        batch = _Batch(topic_prefix, VersionBook.load(hubs), stats, timezone.now())
+        now = timezone.now()
+        hubs = _register_hubs(fresh, topic_prefix, now)
+        inactive = set(Hub.objects.filter(name__in=hubs, state=Hub.State.INACTIVE).values_list("name", flat=True))
+        batch = _Batch(topic_prefix, VersionBook.load(hubs), OpenRequests.load(hubs), inactive, stats, now)
         _ingest_records(fresh, batch)
         _apply_complete_states(batch)
         batch.frames.flush()
         batch.versions.save()
-        save_observations(batch.observed)
+        _heal_stalls(save_observations(batch.observed, now), batch)
+        batch.requests.save(now)
         _hub_lifecycle(batch)
         store_positions(fresh)
     return stats
@@ -122,9 +162,8 @@ def _ingest_records(records: Sequence[Record], batch: _Batch) -> None:
             if run is not None:
                 ended, run = run, None
                 _end_run(ended, batch)
-            memory = _ChunkRun.slot_for(opened, batch)
-            if memory is not None:
-                run = _ChunkRun(batch, memory, opened)
+            run = _ChunkRun.start(opened, batch)
+            if run is not None:
                 continue
             _ingest_one(opened, batch, ahead.prepare_next)
     except BaseException:
@@ -151,10 +190,12 @@ class _ChunkRun:
     :meth:`finish` hands its records back to be applied one by one, so a bad frame is the only dead letter.
     """
 
-    def __init__(self, batch: _Batch, memory: SlotMemory, first: Opened) -> None:
+    def __init__(self, batch: _Batch, memory: SlotMemory, verdict: Verdict, first: Opened) -> None:
         assert first.event is not None and memory.progress is not None and memory.seen is not None
         self._batch = batch
         self._memory = memory
+        self._verdict = verdict
+        self._stamp = batch.versions.stamp_for(first.event, verdict, batch.now)
         self._progress = memory.progress
         self._seen = memory.seen
         self._hub, self._type = first.event.hub, first.event.type
@@ -179,19 +220,23 @@ class _ChunkRun:
         self.add(first)
 
     @staticmethod
-    def slot_for(opened: Opened, batch: _Batch) -> SlotMemory | None:
-        """The memory of ``opened``'s (hub, type) if it may start a run, else None."""
-        memory = _joinable(opened, batch)
-        if memory is None or memory.progress is None or opened.event is None or opened.event.frame is None:
+    def start(opened: Opened, batch: _Batch) -> _ChunkRun | None:
+        """A run starting with ``opened``, if it may start one."""
+        joinable = _joinable(opened, batch)
+        if joinable is None or opened.event is None or opened.event.frame is None:
             return None
-        return memory if opened.event.frame.seq == memory.progress.next_seq else None
+        memory, verdict = joinable
+        if memory.progress is None or opened.event.frame.seq != memory.progress.next_seq:
+            return None
+        return _ChunkRun(batch, memory, verdict, opened)
 
     def takes(self, opened: Opened) -> bool:
         event = opened.event
         if self._refused is not None or event is None or event.frame is None or self._bytes >= RUN_MAX_BYTES:
             return False
         same = (event.hub, event.type) == (self._hub, self._type) and event.frame.seq == self._next_seq
-        return same and _joinable(opened, self._batch) is self._memory
+        joinable = _joinable(opened, self._batch) if same else None
+        return joinable is not None and joinable == (self._memory, self._verdict)
 
     def add(self, opened: Opened) -> None:
         event, work = opened.event, opened.work
@@ -205,7 +250,7 @@ class _ChunkRun:
             log.warning(
                 "hub=%s type=%s skipped %d objects without a usable id", self._hub, self._type.short, work.skipped
             )
-        lines = bulk.new_object_lines(self._hub, latest.values(), self._now, self._progress.resync_id)
+        lines = bulk.new_object_lines(self._hub, latest.values(), self._now, self._progress.resync_id, self._stamp)
         self._bytes += len(lines)
         try:
             with connection.wrap_database_errors:  # outside the COPY's own block: translate here, as it does
@@ -242,7 +287,7 @@ class _ChunkRun:
         self._memory.keep(HybridResult(progress=self._progress, marks=[(self._progress.resync_id, self._ids)]))
         for opened in self._records:
             assert opened.event is not None
-            self._batch.applied(opened.event, None)
+            self._batch.applied(opened.event, self._verdict, None)
         return []
 
     def abort(self) -> None:
@@ -256,34 +301,57 @@ class _ChunkRun:
         self._savepoint.__exit__(type(error), error, None)
 
 
-def _joinable(opened: Opened, batch: _Batch) -> SlotMemory | None:
-    """The (hub, type) memory when ``opened`` is a chunk a :class:`_ChunkRun` may take (see there), else None."""
+def _joinable(opened: Opened, batch: _Batch) -> tuple[SlotMemory, Verdict] | None:
+    """The (hub, type) memory and the verdict when ``opened`` is a chunk a :class:`_ChunkRun` may take (see there)."""
+    memory = _receiving_chunk(opened, batch)
+    if memory is None:
+        return None
+    event, work = opened.event, opened.work
+    assert event is not None and work is not None and memory.seen is not None
+    answering = batch.requests.answered_by(event, full_state=True)
+    verdict = batch.versions.judge(event, answers_request=bool(answering))
+    if not verdict.admitted or any(row.object_id in memory.seen.written for row in work.rows):
+        return None
+    return memory, verdict
+
+
+def _receiving_chunk(opened: Opened, batch: _Batch) -> SlotMemory | None:
+    """The slot's memory when ``opened`` is a well-formed chunk of objects only, of an active hub, for the resync
+    its slot is receiving into an empty table."""
     event, work = opened.event, opened.work
     if event is None or work is None or opened.rejected is not None or opened.bad_payload is not None:
         return None
-    frame = event.frame
-    bundle = work.bundle
-    if frame is None or frame.kind is not FrameKind.CHUNK or bundle.delete or bundle.resync_metadata is not None:
+    frame, bundle = event.frame, work.bundle
+    if event.hub in batch.inactive or frame is None or frame.kind is not FrameKind.CHUNK:
+        return None
+    if bundle.delete or bundle.resync_metadata is not None or not work.rows:
         return None
     memory = batch.slots.get((event.hub, event.type))
-    if memory is None or memory.seen is None or memory.progress is None or not work.rows:
+    if memory is None or memory.seen is None or memory.progress is None:
         return None
     progress = memory.progress
     receiving = progress.outcome == ResyncProgress.Outcome.RECEIVING and progress.resync_id == frame.resync_id
-    if not receiving or not batch.versions.admits(event):
-        return None
-    if any(row.object_id in memory.seen.written for row in work.rows):
-        return None
-    return memory
+    return memory if receiving else None
 
 
 def _hub_lifecycle(batch: _Batch) -> None:
-    """Fresh heartbeats bring inactive hubs back; full states answer resync requests. Same transaction."""
+    """Heartbeats read keep hubs alive, and a fresh one brings an inactive hub back. Same transaction."""
     timing = Timing.from_settings()
-    for hub, sent_at in batch.heartbeats.items():
-        heartbeat_applied(hub, sent_at, batch.now, timing)
-    answered = {hub for (hub, _), seen in batch.observed.items() if seen.full_state_at is not None}
-    complete_answered(answered, batch.now)
+    for hub, seen in sorted(batch.heartbeats.items()):
+        heartbeat_seen(hub, seen, batch.now, timing)
+
+
+def _heal_stalls(stalled: list[tuple[str, str]], batch: _Batch) -> None:
+    """A type whose bundles keep being refused gets a resync request: its answer is authoritative."""
+    for hub, event_type in stalled:
+        kind = EventType(event_type)
+        if kind not in RESYNC_TYPES:
+            continue
+        if batch.requests.owed.get((hub, event_type)):
+            log.warning("hub=%s type=%s stalled; a resync request is already on its way", hub, kind.short)
+            continue
+        request = create_request(hub, [kind], ResyncRequest.Reason.STALLED, "stall detector", batch.now)
+        log.warning("hub=%s type=%s stalled (bundles keep being refused): request #%s", hub, kind.short, request.pk)
 
 
 def _claim(records: Sequence[Record], stats: BatchStats) -> list[Record]:
@@ -304,11 +372,20 @@ def _claim(records: Sequence[Record], stats: BatchStats) -> list[Record]:
     return fresh
 
 
-def _register_hubs(records: Sequence[Record], topic_prefix: str) -> list[str]:
+def _register_hubs(records: Sequence[Record], topic_prefix: str, now: datetime) -> list[str]:
+    """The batch's hubs; one the manager does not know (new, or deleted and speaking again) is created and asked
+    for its full state."""
     hubs = {hub_from_status_topic(record.topic, topic_prefix) for record in records}
     names = sorted(hub for hub in hubs if hub)
-    if names:
-        Hub.objects.bulk_create([Hub(name=name) for name in names], ignore_conflicts=True)
+    if not names:
+        return names
+    known = set(Hub.objects.filter(name__in=names).values_list("name", flat=True))
+    new = [name for name in names if name not in known]
+    if new:
+        Hub.objects.bulk_create([Hub(name=name) for name in new], ignore_conflicts=True)
+        for name in new:
+            request = create_request(name, None, ResyncRequest.Reason.FIRST_SEEN, "first seen", now)
+            log.info("hub=%s first seen: resync request #%s", name, request.pk)
     return names
 
 
@@ -319,6 +396,9 @@ def _ingest_one(opened: Opened, batch: _Batch, meanwhile: Meanwhile | None) -> N
             raise opened.rejected
         event = opened.event
         assert event is not None
+        if event.hub in batch.inactive and event.type is not EventType.HEARTBEAT:
+            batch.stats.inactive += 1  # its reactivation's resync brings what it says
+            return
         if event.type in HYBRID_TYPES:
             _apply_hybrid(opened, event, batch, meanwhile)
         elif event.type in COMPLETE_TYPES:
@@ -337,26 +417,48 @@ def _ingest_one(opened: Opened, batch: _Batch, meanwhile: Meanwhile | None) -> N
 
 
 def _apply_hybrid(opened: Opened, event: StatusEvent, batch: _Batch, meanwhile: Meanwhile | None) -> None:
-    if not batch.versions.admits(event):
-        _superseded(event, batch)
+    work = opened.work
+    full_state = event.frame is not None or (
+        work is not None and (work.resync_objects or work.bundle.resync_metadata is not None)
+    )
+    answering = batch.requests.answered_by(event, full_state=full_state)
+    verdict = batch.versions.judge(event, answers_request=bool(answering))
+    if not verdict.admitted:
+        _superseded(event, batch, verdict.reason)
         return
     if opened.bad_payload is not None:
         raise opened.bad_payload
-    assert opened.work is not None
+    assert work is not None
     memory = batch.memory(event)
+    stamp = batch.versions.stamp_for(event, verdict, batch.now)
     try:
         with transaction.atomic():  # a savepoint: a rejected record leaves no partial effect
-            result = apply_hybrid(HYBRID_TYPES[event.type], event, opened.work, memory, meanwhile)
+            result = apply_hybrid(
+                HYBRID_TYPES[event.type],
+                event,
+                work,
+                stamp,
+                force=verdict.authoritative,
+                memory=memory,
+                meanwhile=meanwhile,
+            )
     except BaseException:
         memory.forget()  # the record's changes were rolled back: so is what the memory learnt from them
         raise
     memory.keep(result)
-    problem = result.incomplete_reason
-    batch.applied(event, result.full_state)
-    if problem:
-        _dead_letter(
-            event.record, Rejected(f"truncated resync: {problem}", hub=event.hub, event_type=event.type), batch.stats
-        )
+    if result.offered and result.stale == result.offered and result.full_state is None:
+        batch.versions.processed(event, verdict, batch.now)
+        _superseded(event, batch, f"every one of its {result.offered} objects is older than the row's")
+    else:
+        batch.applied(event, verdict, result.full_state)
+        if result.stale:  # partly refused: a replay, a reordering, or rows a poisoned version holds
+            batch.refused(event, f"{result.stale} of its {result.offered} objects are older than the row's")
+    if result.full_state is not None:
+        batch.requests.answer(event, answering)
+    for problem in (result.abandoned_reason, result.incomplete_reason):
+        if problem:
+            rejected = Rejected(f"truncated resync: {problem}", hub=event.hub, event_type=event.type)
+            _dead_letter(event.record, rejected, batch.stats)
 
 
 def _offer_complete(event: StatusEvent, batch: _Batch) -> None:
@@ -373,14 +475,18 @@ def _offer_complete(event: StatusEvent, batch: _Batch) -> None:
     if data is None:
         batch.stats.staged_frames += 1
         return
-    if not batch.versions.admits(event):
-        _superseded(event, batch)
+    if event.type is EventType.HEARTBEAT:
+        batch.heartbeat(event)  # liveness, whatever its version says
+    answering = batch.requests.answered_by(event, full_state=True)
+    verdict = batch.versions.judge(event, answers_request=bool(answering))
+    if not verdict.admitted:
+        _superseded(event, batch, verdict.reason)
         return
     slot = (event.hub, event.type)
     if slot in batch.pending:
         batch.stats.superseded += 1  # conflation: a newer complete state of the same slot replaces it
-    batch.pending[slot] = (event, state)
-    batch.versions.processed(event)
+    batch.pending[slot] = _Pending(event, state, answering)
+    batch.versions.processed(event, verdict, batch.now)
 
 
 def _assemble_and_parse(event: StatusEvent, kind: CompleteKind, batch: _Batch) -> tuple[Any, str, Any]:
@@ -399,9 +505,10 @@ def _assemble_and_parse(event: StatusEvent, kind: CompleteKind, batch: _Batch) -
 
 def _apply_complete_states(batch: _Batch) -> None:
     for event_type in APPLY_ORDER:
-        for (hub, slot_type), (event, state) in list(batch.pending.items()):
+        for (hub, slot_type), pending in list(batch.pending.items()):
             if slot_type is not event_type:
                 continue
+            event, state = pending.event, pending.state
             try:
                 with transaction.atomic():
                     problem = COMPLETE_TYPES[event_type].apply(event, state, batch.versions)
@@ -414,8 +521,7 @@ def _apply_complete_states(batch: _Batch) -> None:
                 continue
             batch.stats.count(event)
             batch.observe(event, len(state) if isinstance(state, list) else 1)
-            if event_type is EventType.HEARTBEAT:
-                batch.heartbeats[hub] = state
+            batch.requests.answer(event, pending.answers)
 
 
 # SQLSTATE classes that mean "this data", deterministic for the record: cardinality (21, e.g. one upsert touching
@@ -431,14 +537,16 @@ def refuses_the_data(error: DatabaseError) -> bool:
     return sqlstate[:2] in _DATA_PROBLEMS
 
 
-def _superseded(event: StatusEvent, batch: _Batch) -> None:
+def _superseded(event: StatusEvent, batch: _Batch, reason: str) -> None:
     batch.stats.superseded += 1
+    if event.type is not EventType.HEARTBEAT:  # a heartbeat's version never matters: liveness took it already
+        batch.refused(event, reason)
     log.info(
-        "hub=%s type=%s version=%s superseded (last processed %s), skipped (offset %s)",
+        "hub=%s type=%s version=%s refused (%s), offset %s",
         event.hub,
         event.type.short,
         event.version,
-        batch.versions.last(event),
+        reason,
         event.record.offset,
     )
 

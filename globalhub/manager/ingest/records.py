@@ -21,7 +21,8 @@ class Record:
     key: bytes | None
     value: bytes | None
     headers: tuple[tuple[str, bytes | None], ...] = ()
-    timestamp: datetime | None = None  # when Kafka stored it (the producer's create time)
+    timestamp: datetime | None = None  # Kafka's timestamp: the broker's log-append time, or the producer's
+    log_append: bool = False  # the timestamp is the broker's (topic ``message.timestamp.type=LogAppendTime``)
 
     def headers_json(self) -> list[list[str]]:
         """Headers in a JSON-safe form for dead letters (values decoded leniently; the raw value is kept apart)."""

@@ -1,64 +1,82 @@
-"""The last processed version per (hub, type), loaded once per batch, checked in memory, saved with the batch.
+"""The state of every (hub, type) slot, loaded once per batch, judged in memory, saved with the batch.
 
-Admission itself is decided in :mod:`globalhub.manager.ingest.admission`; this module only remembers versions.
+Admission itself is decided in :mod:`globalhub.manager.ingest.admission`; this module only remembers the slots.
 They are stored in ``TypeVersion``, in the batch's transaction, so a manager restart does not forget them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 from decimal import Decimal
 
-from globalhub.manager.ingest.admission import MODES, admits
+from globalhub.manager.ingest.admission import MODES, Slot, Stamp, Verdict, judge, next_slot, stamp_of
 from globalhub.manager.ingest.records import StatusEvent
 from globalhub.manager.models import TypeVersion
 from globalhub.protocol.version import Version
 
-Slot = tuple[str, str]  # (hub, full event type)
+SlotKey = tuple[str, str]  # (hub, full event type)
 
 
 class VersionBook:
-    def __init__(self, known: dict[Slot, Version]) -> None:
-        self._last = known
-        self._changed: set[Slot] = set()
+    def __init__(self, known: dict[SlotKey, Slot]) -> None:
+        self._slots = known
+        self._changed: set[SlotKey] = set()
 
     @classmethod
     def load(cls, hubs: Iterable[str]) -> VersionBook:
         rows = TypeVersion.objects.filter(hub_id__in=list(hubs)).values_list(
-            "hub_id", "event_type", "generation", "value"
+            "hub_id", "event_type", "generation", "value", "run_started_at"
         )
-        return cls({(hub, event_type): Version(int(g), int(v)) for hub, event_type, g, v in rows})
+        return cls({(hub, t): Slot(Version(int(g), int(v)), run) for hub, t, g, v, run in rows})
+
+    def slot(self, event: StatusEvent) -> Slot:
+        return self._slots.get((event.hub, event.type.value), Slot())
 
     def last(self, event: StatusEvent) -> Version | None:
-        return self._last.get((event.hub, event.type.value))
+        return self.slot(event).version
 
     def last_of(self, hub: str, event_type: str) -> Version | None:
-        return self._last.get((hub, str(event_type)))
+        return self._slots.get((hub, str(event_type)), Slot()).version
+
+    def judge(self, event: StatusEvent, *, answers_request: bool = False) -> Verdict:
+        return judge(MODES[event.type], event.version, event.time, self.slot(event), answers_request=answers_request)
 
     def admits(self, event: StatusEvent) -> bool:
-        return admits(MODES[event.type], event.version, self.last(event))
+        """Whether the event would be admitted as an ordinary bundle (one that answers no request)."""
+        return self.judge(event).admitted
 
-    def processed(self, event: StatusEvent) -> None:
-        """Remember ``event``'s version as the slot's last processed one (saved by :meth:`save`)."""
-        slot = (event.hub, event.type.value)
-        self._last[slot] = event.version.copy()
-        self._changed.add(slot)
+    def stamp_for(self, event: StatusEvent, verdict: Verdict, now: datetime) -> Stamp:
+        """The stamp an admitted ``event``'s rows get (nothing is remembered: see :meth:`processed`)."""
+        return stamp_of(next_slot(self.slot(event), event.version, event.time, verdict, now), event.version)
+
+    def processed(self, event: StatusEvent, verdict: Verdict, now: datetime) -> Stamp:
+        """Take an admitted ``event`` into its slot (saved by :meth:`save`); returns the stamp its rows get."""
+        key = (event.hub, event.type.value)
+        slot = next_slot(self.slot(event), event.version, event.time, verdict, now)
+        if slot != self._slots.get(key):
+            self._slots[key] = slot
+            self._changed.add(key)
+        return stamp_of(slot, event.version)
 
     def save(self) -> None:
         if not self._changed:
             return
         TypeVersion.objects.bulk_create(
-            [
-                TypeVersion(
-                    hub_id=hub,
-                    event_type=event_type,
-                    generation=Decimal(self._last[(hub, event_type)].generation),
-                    value=Decimal(self._last[(hub, event_type)].value),
-                )
-                for hub, event_type in sorted(self._changed)
-            ],
+            [self._row(hub, event_type) for hub, event_type in sorted(self._changed)],
             update_conflicts=True,
             unique_fields=["hub", "event_type"],
-            update_fields=["generation", "value", "updated_at"],
+            update_fields=["generation", "value", "run_started_at", "updated_at"],
         )
         self._changed.clear()
+
+    def _row(self, hub: str, event_type: str) -> TypeVersion:
+        slot = self._slots[(hub, event_type)]
+        version = slot.version or Version()
+        return TypeVersion(
+            hub_id=hub,
+            event_type=event_type,
+            generation=Decimal(version.generation),
+            value=Decimal(version.value),
+            run_started_at=slot.run_started_at,
+        )

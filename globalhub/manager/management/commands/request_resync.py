@@ -1,6 +1,7 @@
 """``python manage.py request_resync --hub hub1 [--type managedcluster ...]`` or ``--all``: ask hubs for full state.
 
-The requests are recorded (visible in the admin, with their completion) and sent by the Celery worker; pass
+The requests are recorded all or nothing (an unknown hub or type records none and exits with status 1), are
+visible in the admin with their completion, and are sent by the Celery worker; pass
 ``--send`` to send them from this process right away instead (useful without a worker).
 """
 
@@ -13,7 +14,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from globalhub.manager.models import ResyncRequest
-from globalhub.manager.resync_requests import create_request, dispatch_pending
+from globalhub.manager.resync_requests import dispatch_pending, request_resyncs
 from globalhub.protocol.events import RESYNC_TYPES
 from globalhub.protocol.kafka import ConfirmedProducer, KafkaSettings
 
@@ -36,12 +37,10 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         requested_by = f"command:{getpass.getuser()}"
-        hubs: list[str | None] = [None] if options["all"] else list(dict.fromkeys(options["hubs"]))
+        hubs: list[str] | None = None if options["all"] else options["hubs"]
         try:
-            requests = [
-                create_request(hub, options["types"], ResyncRequest.Reason.OPERATOR, requested_by) for hub in hubs
-            ]
-        except ValueError as error:
+            requests = request_resyncs(hubs, options["types"], ResyncRequest.Reason.OPERATOR, requested_by)
+        except ValueError as error:  # nothing was recorded
             raise CommandError(str(error)) from None
         for request in requests:
             self.stdout.write(f"resync request #{request.pk} for {request.subject}: {', '.join(request.types)}")
