@@ -21,7 +21,7 @@ class AgentConfig:
     spec_topic: str = DEFAULT_SPEC_TOPIC
     status_topic_prefix: str = DEFAULT_STATUS_TOPIC_PREFIX
     send_mode: SendMode = SendMode.BATCH
-    send_timeout_ms: int = 15_000
+    send_timeout_ms: int = 15_000  # a send fails when Kafka confirmed nothing for this long
     metrics_port: int = 0
 
     @property

@@ -79,7 +79,8 @@ class Emitter:
     def full_resync(self, status_type: StatusType, answers: Sequence[str] = ()) -> SendReport:
         """Send the whole state of a type. Raises ``DeliveryFailed`` when Kafka did not confirm all of it.
 
-        ``answers``: the ids of the manager's requests it answers, carried by every message (``ghrequests``).
+        ``answers``: the ids of the manager's requests it answers, carried by every message (``ghrequests``); every
+        message carries ``ghanswersnamed`` too, so a resync that answers none is never taken for an answer.
         """
         started = time.monotonic()
         short = status_type.short
@@ -240,7 +241,9 @@ class Emitter:
             version.incr()
         report = SendReport(short, "delta")
         payloads = self._complete_state(status_type, report)
-        report.messages = self._send(self._messages(status_type, payloads, version, report))
+        # A whole state that answers no request: it says so, or the manager could take it for an answer.
+        extra = answers_extension(())
+        report.messages = self._send(self._messages(status_type, payloads, version, report, extra))
         self._sent(short, version, self._clock(), report)
         self.state.update(short, cursor=str(Cursor.at(until)))
         self.inventory.trim_through(short, Cursor.at(until))

@@ -31,7 +31,7 @@ class Runtime:
         inventory = RedisInventory(client, config.hub_name)
         versions = VersionStore(client, config.hub_name)
         state = StateStore(client, config.hub_name)
-        producer = ConfirmedProducer(config.kafka, **{"message.timeout.ms": config.send_timeout_ms})
+        producer = ConfirmedProducer(config.kafka, stall_timeout=config.send_timeout_ms / 1000)
         topic = _TopicOnce(config)
         emitter = Emitter(
             config.hub_name,

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from globalhub.manager.ingest.admission import Mode, Slot, judge, next_slot, stamp_of
+from globalhub.manager.ingest.admission import Mode, Slot, judge, next_slot, stamp_of, starts_a_run
 from globalhub.manager.ingest.pipeline import ingest_batch
 from globalhub.manager.ingest.records import Record
 from globalhub.manager.models import LocalCompliance, ManagedCluster
@@ -31,7 +31,8 @@ versions = st.builds(Version, counters, counters)
 modes = st.sampled_from(list(Mode))
 BASE = datetime(2026, 1, 1, tzinfo=UTC)
 times = st.integers(min_value=-10_000, max_value=10_000).map(lambda s: BASE + timedelta(seconds=s))
-slots = st.builds(Slot, st.none() | versions, st.none() | times)
+slots = st.builds(Slot, st.none() | versions, st.none() | times, st.none() | times)
+LATER = BASE + timedelta(seconds=1)  # a later send of the run that began at BASE
 
 
 @given(modes, versions, st.none() | times)
@@ -56,16 +57,38 @@ def test_a_bundle_sent_before_the_run_began_is_refused_unless_it_answers(
     if straggler:
         assert not verdict.admitted and "before the agent's run began" in verdict.reason
     else:
-        assert verdict.admitted or (mode is not Mode.HYBRID and incoming.generation != 0)
+        new_run = incoming.generation == 0 and starts_a_run(sent_at, slot)
+        assert verdict.admitted or (mode is not Mode.HYBRID and not new_run)
 
 
+# Generation 0 starts a new run only when sent strictly after the run began. This test asserted before that a
+# Generation-0 bundle sent *at* the run's start is authoritative: that is a duplicate of the bundle that started the
+# run (a replay), which then wrote over newer rows and moved the version back. Now it starts nothing.
 @given(modes, counters, st.none() | versions, times)
-def test_generation_zero_starts_a_new_run_unless_it_is_a_straggler(
+def test_generation_zero_starts_a_new_run_only_when_sent_after_the_run_began(
     mode: Mode, value: int, last: Version | None, run: datetime
 ) -> None:
     slot = Slot(last, run)
-    assert judge(mode, Version(0, value), run, slot, answers_request=False).authoritative
+    later = run + timedelta(microseconds=1)
+    assert judge(mode, Version(0, value), later, slot, answers_request=False).authoritative
+    assert not judge(mode, Version(0, value), run, slot, answers_request=False).authoritative
     assert not judge(mode, Version(0, value), run - timedelta(seconds=1), slot, answers_request=False).admitted
+
+
+@given(modes, counters, versions, times, st.integers(1, 10_000))
+def test_generation_zero_sent_before_the_newest_bundle_admitted_starts_no_run(
+    mode: Mode, value: int, last: Version, run: datetime, later: int
+) -> None:
+    """A Generation-0 frame reordered behind a later bundle of its own run re-bases nothing, and the version stays."""
+    newest = run + timedelta(seconds=later)
+    slot = Slot(last, run, newest)
+    sent_at = newest - timedelta(microseconds=1)
+    verdict = judge(mode, Version(0, value), sent_at, slot, answers_request=False)
+    assert not verdict.authoritative
+    if verdict.admitted:
+        after = next_slot(slot, Version(0, value), sent_at, verdict, newest)
+        assert after.run_started_at == run and after.last_sent_at == newest
+        assert after.version is not None and not last.newer_than(after.version)  # never moves back
 
 
 @given(versions, versions)
@@ -74,13 +97,13 @@ def test_complete_and_delta_types_admit_exactly_the_componentwise_newer_or_equal
 ) -> None:
     expected = incoming.generation == 0 or (incoming.generation >= last.generation and incoming.value >= last.value)
     slot = Slot(last, BASE)
-    assert judge(Mode.COMPLETE, incoming, BASE, slot, answers_request=False).admitted == expected
-    assert judge(Mode.DELTA, incoming, BASE, slot, answers_request=False).admitted == expected
+    assert judge(Mode.COMPLETE, incoming, LATER, slot, answers_request=False).admitted == expected
+    assert judge(Mode.DELTA, incoming, LATER, slot, answers_request=False).admitted == expected
 
 
 @given(versions, versions)
 def test_hybrid_bundles_of_the_run_are_admitted_and_their_rows_decide(incoming: Version, last: Version) -> None:
-    verdict = judge(Mode.HYBRID, incoming, BASE, Slot(last, BASE), answers_request=False)
+    verdict = judge(Mode.HYBRID, incoming, LATER, Slot(last, BASE), answers_request=False)
     assert verdict.admitted
     assert verdict.authoritative == (incoming.generation == 0)
 

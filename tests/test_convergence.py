@@ -6,12 +6,14 @@ lost track of is asked for everything.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 import time_machine
+from django.conf import settings
 from django.utils import timezone
 
 from globalhub.manager.ingest.observations import STALL_AFTER
@@ -21,6 +23,7 @@ from globalhub.manager.models import (
     DeadLetter,
     Hub,
     HubTypeStatus,
+    LocalCompliance,
     ManagedCluster,
     ResyncRequest,
     ResyncTarget,
@@ -65,9 +68,12 @@ class HubTopic:
         version: str,
         sent: datetime | None = None,
         stored: datetime | None = None,
-        extensions: dict[str, str | int] | None = None,
+        extensions: Mapping[str, str | int] | None = None,
         event_type: EventType = CLUSTERS,
+        log_append: bool = True,
     ) -> Record:
+        """``stored``: Kafka's timestamp (default: now, as a broker stamps every message); ``log_append``: whether it
+        is the broker's (a ``LogAppendTime`` topic) or the producer's."""
         message = encode(
             event_type=event_type,
             source=self.hub,
@@ -75,7 +81,8 @@ class HubTopic:
             extensions={EXT_VERSION: version, **(extensions or {})},
             time=sent or timezone.now(),
         )
-        record = replace(record_of(message, PREFIX + self.hub, self.offset), timestamp=stored, log_append=True)
+        timestamp = stored or timezone.now()
+        record = replace(record_of(message, PREFIX + self.hub, self.offset), timestamp=timestamp, log_append=log_append)
         self.offset += 1
         return record
 
@@ -100,12 +107,15 @@ class HubTopic:
             for frame in frame_resync(pairs)
         ]
 
-    def upstream_resync(self, objects: dict[int, str], version: str, stored: datetime) -> list[Record]:
+    def upstream_resync(
+        self, objects: dict[int, str], version: str, stored: datetime, log_append: bool = True
+    ) -> list[Record]:
         """An upstream agent's full state: ``resync`` objects then ``resync_metadata``, no frames, no request ids."""
         listing = [{"id": claim(i), "name": f"c{i}"} for i in objects]
+        resync = {"resync": [cluster(i, label) for i, label in objects.items()]}
         return [
-            self.record({"resync": [cluster(i, label) for i, label in objects.items()]}, version, None, stored),
-            self.record({"resync_metadata": listing}, version, None, stored),
+            self.record(resync, version, None, stored, log_append=log_append),
+            self.record({"resync_metadata": listing}, version, None, stored, log_append=log_append),
         ]
 
     def ingest(self, *records: Record | list[Record]) -> BatchStats:
@@ -180,6 +190,34 @@ def test_a_straggler_of_an_earlier_agent_run_never_overwrites_the_new_runs_rows(
     assert topic.labels() == {1: "next"}
 
 
+def test_a_replay_of_the_generation_0_bundle_that_started_the_run_changes_nothing(topic: HubTopic) -> None:
+    topic.ingest(topic.update(1, "run1", "7.1", sent=T0))
+    topic.ingest(topic.update(1, "start", "0.1", sent=T0 + timedelta(minutes=1)))  # the agent restarted
+    topic.ingest(topic.update(1, "next", "1.2", sent=T0 + timedelta(minutes=2)))
+    topic.ingest(topic.update(1, "start", "0.1", sent=T0 + timedelta(minutes=1)))  # a replay (acks=1)
+    assert topic.labels() == {1: "next"}
+    assert topic.version() == "1.2"
+
+
+def test_a_generation_0_frame_reordered_behind_its_runs_next_bundle_never_overwrites_it(topic: HubTopic) -> None:
+    topic.ingest(topic.update(1, "run1", "7.1", sent=T0), topic.update(2, "run1", "7.1", sent=T0))
+    pairs = [(ObjectMetadata(claim(i), f"c{i}"), dumps(cluster(i, "restart"))) for i in (1, 2)]
+    frames = list(frame_resync(pairs, limit=300))  # the restarted agent's resync: c1, then c2, then the listing
+    assert [f.kind.value for f in frames] == ["begin", "chunk", "complete"]
+
+    def frame(seq: int) -> Record:
+        sent_at = T0 + timedelta(minutes=1, milliseconds=seq)
+        return topic.record(frames[seq].payload, "0.5", sent_at, extensions=frames[seq].extensions())
+
+    topic.ingest(frame(0))
+    # The run's next bundle overtakes the resync's last frames (upstream's producer: acks=1, no idempotence): Kafka
+    # stores them after it.
+    topic.ingest(topic.update(2, "changed after the restart", "1.6", sent=T0 + timedelta(minutes=2)))
+    topic.ingest(frame(1), frame(2))
+    assert topic.labels() == {1: "restart", 2: "changed after the restart"}
+    assert topic.version() == "1.6"
+
+
 # --- authority: no version can hold a hub back past one resync round trip ---------------------------------------------
 
 
@@ -220,6 +258,38 @@ def test_an_upstream_full_state_stored_after_the_request_was_sent_answers_it(top
     assert topic.labels() == {1: "answer", 2: "answer"} and complete(request)
 
 
+def test_our_agents_whole_state_without_ids_answers_nothing_whenever_kafka_stored_it(topic: HubTopic) -> None:
+    """A complete type's change (or the agent's own resync) is a whole state, stored after the request: it names no
+    request, so it answers none (only an upstream agent's is judged by the broker's time)."""
+    kind = EventType.LOCAL_COMPLIANCE
+    topic.ingest(topic.record([], "1.1", event_type=kind))
+    request = sent(create_request(topic.hub, [kind.short], ResyncRequest.Reason.OPERATOR, "test"), T0)
+    own = answers_extension([])
+    topic.ingest(topic.record([], "2.1", stored=T0 + timedelta(seconds=5), extensions=own, event_type=kind))
+    assert not complete(request)
+    answer = answers_extension([str(request.pk)])
+    topic.ingest(topic.record([], "2.2", stored=T0 + timedelta(seconds=6), extensions=answer, event_type=kind))
+    assert complete(request)
+
+
+def test_an_upstream_full_state_on_a_topic_with_producer_timestamps_answers_nothing(topic: HubTopic) -> None:
+    """Without the broker's clock, the time says nothing about when the state was read on the hub."""
+    topic.ingest(topic.update(1, "a", "1.1"))
+    request = sent(create_request(topic.hub, ["managedcluster"], ResyncRequest.Reason.OPERATOR, "test"), T0)
+    topic.ingest(topic.upstream_resync({1: "b"}, "1.2", stored=T0 + timedelta(seconds=1), log_append=False))
+    assert topic.labels() == {1: "b"} and not complete(request)
+
+
+def test_an_answer_naming_a_request_whose_send_is_not_committed_yet_answers_it(topic: HubTopic) -> None:
+    """The outbox commits ``sent_at`` after Kafka confirmed the send: the answer may be ingested before that."""
+    topic.ingest(topic.update(1, "poison", "999.1"))
+    request = create_request(topic.hub, ["managedcluster"], ResyncRequest.Reason.STALLED, "stall detector")
+    assert request.sent_at is None
+    topic.ingest(topic.resync({1: "answer"}, "24.1", answers=[request.pk]))
+    assert topic.labels() == {1: "answer"} and topic.version() == "24.1"
+    assert complete(request)
+
+
 # --- stall detection ----------------------------------------------------------------------------------------------
 
 
@@ -254,6 +324,80 @@ def test_refusals_spread_over_less_than_the_stall_time_do_not_stall(topic: HubTo
     assert not ResyncRequest.objects.filter(reason=ResyncRequest.Reason.STALLED).exists()
 
 
+def test_a_stall_whose_request_goes_unanswered_asks_again_once_the_request_is_overdue(topic: HubTopic) -> None:
+    overdue = settings.GLOBALHUB.resync_overdue
+    with time_machine.travel(T0, tick=False):
+        topic.ingest(topic.update(1, "poison", "999.1"))
+    for step, seconds in enumerate([1, 10, STALL_AFTER.seconds + 5]):
+        with time_machine.travel(T0 + timedelta(seconds=seconds), tick=False):
+            topic.ingest(topic.update(1, f"refused-{step}", f"25.{step}"))
+    (first,) = ResyncRequest.objects.filter(reason=ResyncRequest.Reason.STALLED)
+    sent(first, T0 + timedelta(minutes=1))  # the agent was down: the answer never comes
+
+    with time_machine.travel(first.requested_at + overdue - timedelta(seconds=1), tick=False):
+        topic.ingest(topic.update(1, "refused", "25.5"))
+    assert ResyncRequest.objects.filter(reason=ResyncRequest.Reason.STALLED).count() == 1  # still on its way
+    with time_machine.travel(first.requested_at + overdue + timedelta(seconds=1), tick=False):
+        topic.ingest(topic.update(1, "refused", "25.6"))
+    first_again, second = ResyncRequest.objects.filter(reason=ResyncRequest.Reason.STALLED).order_by("id")
+    assert first_again == first and second.types == [CLUSTERS.value]
+    sent(second, first.requested_at + overdue + timedelta(seconds=2))
+
+    with time_machine.travel(first.requested_at + overdue + timedelta(minutes=1), tick=False):
+        topic.ingest(topic.resync({1: "healed"}, "25.9", answers=[second.pk]))
+    assert topic.labels() == {1: "healed"} and complete(second) and complete(first)
+    assert topic.status().stalled_since is None
+
+
+def test_a_stalled_complete_compliance_is_healed_by_its_next_state(topic: HubTopic) -> None:
+    """Upstream's complete compliance cannot be asked for: once stalled, its next whole state re-bases it."""
+    kind = EventType.LOCAL_COMPLETE_COMPLIANCE
+    policy = str(uuid.uuid4())
+    failing = [{"policyId": policy, "nonCompliantClusters": ["c1"]}]
+
+    def state(version: str, entries: list[dict[str, Any]]) -> Record:
+        return topic.record(entries, version, event_type=kind)
+
+    with time_machine.travel(T0, tick=False):
+        topic.ingest(topic.record(failing, "1.1", event_type=EventType.LOCAL_COMPLIANCE))
+        topic.ingest(state("999.1", failing))  # poisoned
+    for seconds in [1, 10, STALL_AFTER.seconds + 5]:
+        with time_machine.travel(T0 + timedelta(seconds=seconds), tick=False):
+            topic.ingest(state(f"5.{seconds}", []))  # c1 compliant again, refused
+    status = HubTypeStatus.objects.get(hub_id=topic.hub, event_type=kind.value)
+    assert status.stalled_since is not None
+    assert LocalCompliance.objects.get(hub_id=topic.hub).compliance == "non_compliant"
+
+    with time_machine.travel(T0 + timedelta(seconds=STALL_AFTER.seconds + 10), tick=False):
+        topic.ingest(state("5.99", []))
+    assert LocalCompliance.objects.get(hub_id=topic.hub).compliance == "compliant"
+    row = TypeVersion.objects.get(hub_id=topic.hub, event_type=kind.value)
+    assert f"{row.generation}.{row.value}" == "5.99"
+    status.refresh_from_db()
+    assert status.stalled_since is None and status.refused == 0
+    with time_machine.travel(T0 + timedelta(seconds=STALL_AFTER.seconds + 15), tick=False):
+        topic.ingest(state("5.100", failing))  # its next states are admitted as usual
+    assert LocalCompliance.objects.get(hub_id=topic.hub).compliance == "non_compliant"
+
+
+def test_a_bundle_applied_whole_restarts_the_count_even_when_a_later_one_of_its_batch_is_refused(
+    topic: HubTopic,
+) -> None:
+    with time_machine.travel(T0, tick=False):
+        topic.ingest(topic.update(1, "new", "9.9"))
+    for step, seconds in enumerate([1, 10]):
+        with time_machine.travel(T0 + timedelta(seconds=seconds), tick=False):
+            topic.ingest(topic.update(1, "replayed", f"9.{step}"))
+    assert topic.status().refused == 2
+
+    with time_machine.travel(T0 + timedelta(seconds=STALL_AFTER.seconds + 10), tick=False):
+        topic.ingest(topic.update(2, "fresh", "9.10"), topic.update(1, "replayed", "9.3"))  # applied, then refused
+    status = topic.status()
+    assert status.refused == 1 and status.stalled_since is None
+    assert status.refused_since == T0 + timedelta(seconds=STALL_AFTER.seconds + 10)
+    assert not ResyncRequest.objects.filter(reason=ResyncRequest.Reason.STALLED).exists()
+
+
 # --- true completion ------------------------------------------------------------------------------------------------
 
 
@@ -264,7 +408,8 @@ def test_a_request_completes_only_with_a_full_state_that_answers_it(topic: HubTo
         create_request(topic.hub, ["managedcluster"], ResyncRequest.Reason.OPERATOR, "t"), T0 + timedelta(seconds=1)
     )
 
-    topic.ingest(topic.resync({1: "a"}, "1.2"))  # the agent's own periodic resync: answers nobody
+    # The agent's own periodic resync, stored by Kafka after both requests were sent: it answers nobody.
+    topic.ingest(topic.resync({1: "a"}, "1.2", stored=T0 + timedelta(seconds=5)))
     assert not complete(first) and not complete(second)
     topic.ingest(topic.resync({1: "a"}, "1.3", answers=[first.pk]))
     assert complete(first) and not complete(second)

@@ -241,6 +241,59 @@ def test_a_heartbeat_never_changes_an_active_hubs_state_nor_creates_a_request() 
     assert requests_for(hub) == []
 
 
+# --- after a Kafka outage -------------------------------------------------------------------------------------------
+
+
+def test_after_kafka_was_unreachable_quiet_hubs_get_a_grace_before_anyone_is_judged() -> None:
+    hub = make_hub(heartbeat=T0)
+    give_data(hub)
+    # Kafka is down: the hub's heartbeats cannot be stored, and the probe cannot learn where its topic ends.
+    down = T0 + timedelta(minutes=6)
+    result = lifecycle.probe(now=down, timing=TIMING, ends=lambda topics: {})
+    assert result.inactivated == [] and "unknown" in result.not_judged[hub]
+
+    # Kafka answers again, and nothing of the hub is unread yet: its next heartbeat has not been stored.
+    back = down + timedelta(minutes=2)
+    result = lifecycle.probe(now=back, timing=TIMING)
+    assert result.inactivated == [] and "grace" in result.not_judged[hub]
+    result = lifecycle.probe(now=back + TIMING.startup_grace - timedelta(seconds=1), timing=TIMING)
+    assert result.inactivated == [] and "grace" in result.not_judged[hub]
+    assert state(hub) == "active" and ManagedCluster.objects.get(hub_id=hub).deleted_at is None
+
+    # The grace is over and the hub is still silent: it is judged as any other.
+    result = lifecycle.probe(now=back + TIMING.startup_grace, timing=TIMING)
+    assert result.inactivated == [hub] and result.outage_grace_until is None
+
+
+def test_an_outage_the_probe_saw_while_no_hub_was_quiet_still_gives_the_grace() -> None:
+    from globalhub.protocol.kafka import KafkaUnavailable
+
+    hub = make_hub(heartbeat=T0)
+    asked: list[list[str]] = []
+
+    def unreachable(topics: Sequence[str]) -> dict[str, dict[int, int]]:
+        asked.append(list(topics))
+        raise KafkaUnavailable("no broker answers")
+
+    # Two minutes into the outage nobody is quiet yet, but Kafka is asked anyway, and its silence recorded.
+    result = lifecycle.probe(now=T0 + timedelta(minutes=2), timing=TIMING, ends=unreachable)
+    assert asked == [[]] and result.kafka_unreachable and result.not_judged == {}
+    result = lifecycle.probe(now=T0 + timedelta(minutes=6), timing=TIMING)  # back; the hub's heartbeat not yet
+    assert result.inactivated == [] and hub in result.not_judged
+    assert result.outage_grace_until == T0 + timedelta(minutes=6) + TIMING.startup_grace
+    assert lifecycle.probe(now=T0 + timedelta(minutes=11), timing=TIMING).inactivated == [hub]
+
+
+def test_the_grace_after_an_outage_is_shared_by_every_worker_and_holds_no_live_hub_back() -> None:
+    quiet, heard = make_hub(heartbeat=T0), make_hub(heartbeat=T0, state="inactive")
+    lifecycle.probe(now=T0 + timedelta(minutes=6), timing=TIMING, ends=lambda topics: {})
+    # Another worker's probe (the state is in the database): still in the grace, and a fresh heartbeat read
+    # meanwhile brings its inactive hub back at once.
+    Hub.objects.filter(name=heard).update(last_heartbeat=T0 + timedelta(minutes=7))
+    result = lifecycle.probe(now=T0 + timedelta(minutes=8), timing=TIMING)
+    assert result.reactivated == [heard] and quiet in result.not_judged and result.inactivated == []
+
+
 # --- startup ----------------------------------------------------------------------------------------------------------
 
 

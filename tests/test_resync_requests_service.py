@@ -11,19 +11,22 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
-from django.db import transaction
+from django.db import connections, transaction
 
 from globalhub.manager.models import Hub, ResyncRequest, ResyncTarget
-from globalhub.manager.resync_requests import request_resyncs
+from globalhub.manager.resync_requests import dispatch_pending, request_resyncs
+from globalhub.protocol.codec import OutgoingMessage
 from globalhub.protocol.events import RESYNC_TYPES, EventType
+from globalhub.protocol.kafka import ConfirmedProducer
 
 pytestmark = pytest.mark.django_db
 
@@ -118,15 +121,63 @@ def test_a_batch_asks_for_one_dispatch_after_its_commit_and_none_when_refused(
     assert refused == []
 
 
-def test_a_periodic_resync_of_named_hubs_is_all_or_nothing() -> None:
+# This test asserted before that a schedule naming one unknown hub records nothing: a hub deleted after the
+# schedule was written then blocked every other hub's periodic resync for good. A schedule leaves it out instead.
+def test_a_periodic_resync_leaves_out_a_hub_deleted_since_and_asks_the_others(caplog: pytest.LogCaptureFixture) -> None:
     from globalhub.manager.tasks import periodic_resync
 
     first, second = make_hub(), make_hub()
     ids = periodic_resync(["policy.localspec"], [first, second])
     assert [ResyncRequest.objects.get(pk=i).subject for i in ids] == [first, second]
+    ids = periodic_resync(["policy.localspec"], [first, "nope", second])
+    assert [ResyncRequest.objects.get(pk=i).subject for i in ids] == [first, second]
+    assert "unknown hub 'nope' left out" in caplog.text
+    assert periodic_resync(["policy.localspec"], ["nope"]) == []
+    with pytest.raises(ValueError, match="cannot be resynced"):
+        periodic_resync(["managedhub.heartbeat"], ["nope"])
+    assert ResyncRequest.objects.count() == 4
+
+
+def test_an_operators_request_naming_an_unknown_hub_stays_all_or_nothing() -> None:
+    first = make_hub()
     with pytest.raises(ValueError, match="unknown hub 'nope'"):
-        periodic_resync(["policy.localspec"], [first, "nope"])
-    assert ResyncRequest.objects.count() == 2
+        request_resyncs([first, "nope"], None, OPERATOR, "test")
+    assert not ResyncRequest.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_each_request_sent_has_its_sent_at_committed_before_the_next_send() -> None:
+    """An answer ingested right after a send must find ``sent_at``: it is committed per confirmed send."""
+    hub = make_hub()
+    created = [request_resyncs([hub], None, OPERATOR, "test")[0] for _ in range(3)]
+
+    class Observing:
+        """Confirms every send; before each, reads from another connection which requests are committed as sent."""
+
+        def __init__(self) -> None:
+            self.committed: list[list[int]] = []
+
+        def send(self, topic: str, messages: Iterable[OutgoingMessage]) -> int:
+            count = len(list(messages))
+            seen: list[list[int]] = []
+
+            def look() -> None:
+                try:
+                    sent = ResyncRequest.objects.filter(sent_at__isnull=False).order_by("id")
+                    seen.append(list(sent.values_list("id", flat=True)))
+                finally:
+                    connections.close_all()
+
+            thread = threading.Thread(target=look)
+            thread.start()
+            thread.join()
+            self.committed.extend(seen)
+            return count
+
+    producer = Observing()
+    assert dispatch_pending(cast(ConfirmedProducer, producer), "unused") == 3
+    first, second, _ = (r.pk for r in created)
+    assert producer.committed == [[], [first], [first, second]]
 
 
 def test_the_domain_modules_import_without_the_celery_tasks() -> None:

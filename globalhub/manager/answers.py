@@ -1,9 +1,13 @@
 """Which manager requests a full state answers, and the requests' completion. Used by the ingest, per batch.
 
-* A full state **answers** an open request when it carries the request's id (``ghrequests``, see
-  ``globalhub/protocol/requests.py``) and the request asked its hub for its type, not answered yet; it answers too
-  the open requests of that hub and type sent before that one. An upstream agent carries no ids: its full state
-  answers the hub's open requests that were sent before Kafka stored it.
+* A full state of this project's agent names the requests it answers (``ghrequests``, and the marker
+  ``ghanswersnamed`` on every full state, see ``globalhub/protocol/requests.py``). It **answers** an open request
+  of its hub and type that it names, whether or not the request's ``sent_at`` is committed yet, and the open
+  requests of that hub and type sent before one it names. It answers nothing else, whenever Kafka stored it: the
+  agent's own periodic resync or a complete type's change answers nobody.
+* An upstream agent names none: its full state answers the hub's open requests that were sent before Kafka stored
+  it, by the broker's clock (a ``LogAppendTime`` topic). On a topic with producer timestamps (the hub's clock) it
+  answers nothing.
 * A full state that answers a request is **authoritative** (see ``ingest/admission.py``).
 * A request's target (one hub) is **complete** when a full state answering the request was ingested whole for
   every requested type; the request, when all its targets are. An older full state ingested after the request was
@@ -21,48 +25,66 @@ from django.db import connection
 
 from globalhub.manager.ingest.records import StatusEvent
 from globalhub.manager.models import ResyncRequest, ResyncTarget
-from globalhub.protocol.requests import answered_requests
+from globalhub.protocol.requests import answered_requests, names_its_answers
 
 SlotKey = tuple[str, str]  # (hub, full event type)
+
+
+@dataclass(frozen=True)
+class Owed:
+    """An open request a hub owes an answer for one type."""
+
+    requested_at: datetime
+    sent_at: datetime | None  # None: not sent yet, or its send is not committed yet
 
 
 @dataclass
 class OpenRequests:
     """The open (request, hub, type) answers the batch's hubs owe, and the answers the batch found."""
 
-    owed: dict[SlotKey, dict[int, datetime]] = field(default_factory=dict)  # -> request id: when it was sent
+    owed: dict[SlotKey, dict[int, Owed]] = field(default_factory=dict)  # -> request id: the request
     found: dict[SlotKey, set[int]] = field(default_factory=lambda: defaultdict(set))
 
     @classmethod
     def load(cls, hubs: Iterable[str]) -> OpenRequests:
-        rows = ResyncTarget.objects.filter(
-            hub_id__in=list(hubs), completed_at__isnull=True, request__sent_at__isnull=False
-        ).values_list("request_id", "hub_id", "request__types", "answered_types", "request__sent_at")
-        owed: dict[SlotKey, dict[int, datetime]] = {}
-        for request_id, hub, types, answered, sent_at in rows:
-            if sent_at is None:  # excluded by the query; the column may be null
-                continue
+        rows = ResyncTarget.objects.filter(hub_id__in=list(hubs), completed_at__isnull=True).values_list(
+            "request_id", "hub_id", "request__types", "answered_types", "request__requested_at", "request__sent_at"
+        )
+        owed: dict[SlotKey, dict[int, Owed]] = {}
+        for request_id, hub, types, answered, requested_at, sent_at in rows:
             for event_type in types:
                 if event_type not in answered:
-                    owed.setdefault((hub, event_type), {})[request_id] = sent_at
+                    owed.setdefault((hub, event_type), {})[request_id] = Owed(requested_at, sent_at)
         return cls(owed)
 
     def answered_by(self, event: StatusEvent, *, full_state: bool) -> set[int]:
-        """The open requests ``event`` answers: those whose ids it carries, or (an upstream full state carries
-        none) those sent before Kafka stored it."""
+        """The open requests ``event`` answers: those it names and those sent before them, when it names its
+        answers (this project's agent); else (an upstream agent's full state) those sent before Kafka stored it."""
         owed = self.owed.get((event.hub, event.type.value))
         if not owed:
             return set()
-        ids = answered_requests(event.extensions)
-        if ids:
-            named = [sent_at for request_id, sent_at in owed.items() if str(request_id) in ids]
+        if names_its_answers(event.extensions):
+            ids = set(answered_requests(event.extensions))
+            named = {request_id for request_id in owed if str(request_id) in ids}  # sent, committed or not
+            sent = [owed[request_id].sent_at for request_id in named]
+            latest = max((at for at in sent if at is not None), default=None)
             # A state fresh enough for a request is fresh enough for any sent before it (the agent's list of ids
             # is bounded, and a crash may lose it).
-            return {request_id for request_id, sent_at in owed.items() if named and sent_at <= max(named)}
-        stored_at = event.record.timestamp
-        if not full_state or stored_at is None:
-            return set()
-        return {request_id for request_id, sent_at in owed.items() if sent_at <= stored_at}
+            earlier = {
+                request_id
+                for request_id, request in owed.items()
+                if latest is not None and request.sent_at is not None and request.sent_at <= latest
+            }
+            return named | earlier
+        record = event.record
+        if not full_state or not record.log_append or record.timestamp is None:
+            return set()  # only the broker's clock says the state is newer than the request
+        stored_at = record.timestamp
+        return {
+            request_id
+            for request_id, request in owed.items()
+            if request.sent_at is not None and request.sent_at <= stored_at
+        }
 
     def answer(self, event: StatusEvent, request_ids: set[int]) -> None:
         """The full state answering these requests was ingested whole: they are answered for its hub and type."""

@@ -15,7 +15,11 @@
   that changed exactly one row acts on it. The consumer, the probe and any number of workers can race: a state
   changes once and its resync request is written once, in the same transaction.
 * After a manager start nobody is judged for ``startup_grace`` (default: the timeout), so hubs get a fair chance
-  to report after a long manager outage.
+  to report after a long manager outage. The same grace follows a Kafka outage: the probe asks Kafka at every pass,
+  records when it could not (``KafkaOutage``, shared by every worker) and, from the first pass Kafka answers again,
+  judges nobody for ``startup_grace``: the hubs' heartbeats could not be stored during the outage.
+* Status topics must carry the broker's timestamps: :func:`repair_status_topics` (run by the probe task) switches
+  topics with producer timestamps (created by upstream's agents or operator, or before globalhub set it).
 * A deactivation takes the advisory locks of the hub's partitions first, as the consumer's batches do, so the two
   never wait for each other's rows in opposite orders (no deadlock).
 """
@@ -23,6 +27,8 @@
 from __future__ import annotations
 
 import logging
+import re
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -38,13 +44,23 @@ from globalhub.manager.models import (
     ConsumedPosition,
     Hub,
     HubInfo,
+    KafkaOutage,
     LocalCompliance,
     LocalPolicy,
     ManagedCluster,
     ResyncRequest,
 )
 from globalhub.manager.resync_requests import create_request
-from globalhub.protocol.kafka import KafkaSettings, topic_ends
+from globalhub.protocol.kafka import (
+    ENFORCED_TOPIC_SETTINGS,
+    STATUS_TOPIC_CONFIG,
+    KafkaSettings,
+    KafkaUnavailable,
+    TopicConfigReport,
+    align_topic_configs,
+    topic_ends,
+    topics_with_prefix,
+)
 
 log = logging.getLogger(__name__)
 
@@ -78,12 +94,17 @@ class HeartbeatSeen:
 class ProbeResult:
     inactivated: list[str] = field(default_factory=list)
     reactivated: list[str] = field(default_factory=list)
-    not_judged: dict[str, str] = field(default_factory=dict)  # quiet hubs whose topic was not read to the end
+    not_judged: dict[str, str] = field(default_factory=dict)  # quiet hubs not judged, and why
     in_startup_grace: bool = False
+    kafka_unreachable: bool = False  # this pass could not read the topics' ends
+    outage_grace_until: datetime | None = None  # after a Kafka outage, nobody is judged before this
 
 
 TopicEnds = Callable[[Sequence[str]], Mapping[str, Mapping[int, int]]]
-"""Reads the broker's high watermark of each partition of the given topics (see ``protocol.kafka.topic_ends``)."""
+"""Reads the broker's high watermark of each partition of the given topics (see ``protocol.kafka.topic_ends``).
+
+Called at every probe, with no topic when no hub is quiet; raises :class:`KafkaUnavailable` when Kafka cannot be
+asked (an answer without any of the asked topics counts the same)."""
 
 
 def broker_topic_ends(topics: Sequence[str]) -> Mapping[str, Mapping[int, int]]:
@@ -195,11 +216,39 @@ def last_manager_start() -> datetime | None:
     )
 
 
+def kafka_unreachable(now: datetime) -> None:
+    """Record that the probe could not ask Kafka at ``now``."""
+    KafkaOutage.objects.get_or_create(pk=1)
+    KafkaOutage.objects.filter(Q(unreachable_at__isnull=True) | Q(unreachable_at__lt=now), pk=1).update(
+        unreachable_at=now
+    )
+
+
+def kafka_answered(now: datetime, grace: timedelta) -> datetime | None:
+    """Record that Kafka answered the probe at ``now``; until when nobody is judged after its last outage (None
+    if that grace is over, or there never was one).
+
+    The grace counts from the first pass that found Kafka answering again: it may have come back at any time since
+    the pass that could not reach it, and the hubs need time to store a heartbeat after that.
+    """
+    KafkaOutage.objects.filter(
+        Q(answered_again_at__isnull=True) | Q(answered_again_at__lt=F("unreachable_at")),
+        pk=1,
+        unreachable_at__lte=now,
+    ).update(answered_again_at=now)
+    outage = KafkaOutage.objects.filter(pk=1, answered_again_at__isnull=False).first()
+    if outage is None or outage.answered_again_at is None or now >= outage.answered_again_at + grace:
+        return None
+    return outage.answered_again_at + grace
+
+
 def probe(now: datetime | None = None, timing: Timing | None = None, ends: TopicEnds | None = None) -> ProbeResult:
-    """Judge every hub: silent ones become inactive (unless in the startup grace), fresh inactive ones active.
+    """Judge every hub: silent ones become inactive (unless in a grace), fresh inactive ones active.
 
     A quiet hub is silent only once its topic was read to the end: its heartbeats may be waiting in Kafka (a
-    lagging or stopped consumer, an outage, a partition nobody is assigned), and then it is not judged.
+    lagging or stopped consumer, a partition nobody is assigned), and then it is not judged. Kafka is asked at
+    every pass, quiet hubs or not, so an outage is seen: while Kafka does not answer nobody is judged, and after it
+    answers again nobody is for ``startup_grace`` (the hubs' heartbeats could not be stored meanwhile).
     """
     moment = now or timezone.now()
     rules = timing or Timing.from_settings()
@@ -208,17 +257,35 @@ def probe(now: datetime | None = None, timing: Timing | None = None, ends: Topic
     started = last_manager_start()
     result.in_startup_grace = started is not None and moment - started < rules.startup_grace
     quiet = [] if result.in_startup_grace else quiet_hubs(moment, rules)
-    if quiet:
-        # Read after the quiet hubs were chosen: the ends cover everything stored up to now.
-        known = (ends or broker_topic_ends)([rules.topic_prefix + hub for hub in quiet])
-        for hub in quiet:
-            topic = rules.topic_prefix + hub
+    # Read after the quiet hubs were chosen: the ends cover everything stored up to now.
+    topics = [rules.topic_prefix + hub for hub in quiet]
+    known: Mapping[str, Mapping[int, int]] = {}
+    try:
+        known = (ends or broker_topic_ends)(topics)
+        result.kafka_unreachable = bool(topics) and not any(topic in known for topic in topics)
+    except KafkaUnavailable as error:
+        result.kafka_unreachable = True
+        log.warning("probe: Kafka cannot be asked, nobody is judged: %s", error)
+    if result.kafka_unreachable:
+        kafka_unreachable(moment)
+    else:
+        result.outage_grace_until = kafka_answered(moment, rules.startup_grace)
+    for hub in quiet:
+        topic = rules.topic_prefix + hub
+        if result.kafka_unreachable:
+            why = "Kafka did not answer: the ends of its topic are unknown"
+        elif result.outage_grace_until is not None:
+            why = (
+                "Kafka was unreachable; in the grace after it answered again, until "
+                f"{result.outage_grace_until.isoformat(timespec='seconds')}"
+            )
+        else:
             why = unread(topic, known)
-            if why:
-                result.not_judged[hub] = why
-                log.warning("hub=%s quiet for longer than the timeout, not judged: %s", hub, why)
-            elif deactivate(hub, moment, rules, known[topic]):
-                result.inactivated.append(hub)
+        if why:
+            result.not_judged[hub] = why
+            log.warning("hub=%s quiet for longer than the timeout, not judged: %s", hub, why)
+        elif deactivate(hub, moment, rules, known[topic]):
+            result.inactivated.append(hub)
     back = Hub.objects.filter(state=Hub.State.INACTIVE, last_heartbeat__gte=cutoff).values_list("name", flat=True)
     for hub in list(back):
         if reactivate(hub, moment, rules, by="probe"):
@@ -242,3 +309,34 @@ def manager_started(now: datetime | None = None, dedupe: timedelta | None = None
         if recent:
             return None
         return create_request(None, None, ResyncRequest.Reason.STARTUP, "manager start", moment)
+
+
+# Status topics found (or set) with the wanted timestamps by this process, with when (time.monotonic()).
+_checked_topics: dict[str, float] = {}
+
+
+def repair_status_topics(
+    kafka: KafkaSettings | None = None, prefix: str | None = None, recheck: float = 3600.0
+) -> TopicConfigReport:
+    """Give every status topic the broker's timestamps (``message.timestamp.type=LogAppendTime``).
+
+    Topics created by upstream's agents or operator, or before globalhub set it, carry the producer's time: there a
+    heartbeat counts from when it was read, and one read from an old backlog would look fresh. Each topic is checked
+    once per process and ``recheck`` seconds (a new hub's topic at the first pass after it appears); every change is
+    logged, and a refusal (no ``AlterConfigs`` permission) is a warning saying what the operator must run. Raises
+    :class:`KafkaUnavailable` when Kafka cannot list its topics.
+    """
+    kafka_settings = kafka or KafkaSettings.from_env()
+    topic_prefix = settings.GLOBALHUB.status_topic_prefix if prefix is None else prefix
+    hub_topic = re.compile(re.escape(topic_prefix) + r"[A-Za-z0-9._-]+")
+    started = time.monotonic()
+    due = [
+        topic
+        for topic in topics_with_prefix(kafka_settings, topic_prefix)
+        if hub_topic.fullmatch(topic) and started - _checked_topics.get(topic, -recheck) >= recheck
+    ]
+    wanted = {key: value for key, value in STATUS_TOPIC_CONFIG.items() if key in ENFORCED_TOPIC_SETTINGS}
+    report = align_topic_configs(kafka_settings, due, wanted)
+    for topic in due:
+        _checked_topics[topic] = started  # refused ones too: the warning comes again after ``recheck``, not each pass
+    return report

@@ -251,6 +251,9 @@ class TypeVersion(models.Model):
     # The hub-clock time the agent's current run began, as the manager saw it: the time of the last bundle with
     # Generation 0 or that answered a request. A bundle sent before it comes from an earlier run.
     run_started_at = models.DateTimeField(null=True, blank=True)
+    # The hub-clock time of the newest bundle admitted: a Generation-0 bundle sent before it (a replay, or one
+    # reordered behind later bundles of its own run) starts no new run.
+    last_sent_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -379,3 +382,20 @@ class ResyncTarget(models.Model):
 
     def __str__(self) -> str:
         return f"{self.request_id} -> {self.hub_id}"
+
+
+class KafkaOutage(models.Model):
+    """One row (``pk=1``): the last time the hub probe could not reach Kafka, and when it was answered again.
+
+    Shared by every worker that runs the probe. After an outage nobody is judged inactive for a grace (see
+    :func:`globalhub.manager.lifecycle.probe`): the hubs' heartbeats could not be stored meanwhile.
+    """
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    # The last probe that could not read the topics' ends.
+    unreachable_at = models.DateTimeField(null=True, blank=True)
+    # The first probe after that one whose question Kafka answered: the grace counts from here.
+    answered_again_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"Kafka unreachable at {self.unreachable_at}, answered again at {self.answered_again_at}"

@@ -1,13 +1,15 @@
 """Resync requests as records: created with whatever caused them, sent by an outbox, completed by the answers.
 
 * :func:`request_resyncs` is the one service operators and schedules use (admin, command, API, Celery tasks): it
-  checks every hub and the types first, then records one request per hub in one transaction, all or nothing.
+  checks every hub and the types first, then records one request per hub in one transaction, all or nothing (a
+  schedule's list skips, with a warning, a hub deleted since it was written).
 * :func:`create_request` writes one request (and one target per hub) in the caller's transaction, so a state change
   and the request it implies commit together or not at all.
 * After the commit, the send task is queued by its name (:data:`SEND_TASK`), so this module never imports the tasks.
-* :func:`dispatch_pending` sends unsent requests to ``gh-spec`` (confirmed by Kafka) and stamps ``sent_at``.
-  Rows are claimed with ``FOR UPDATE SKIP LOCKED``, so several workers never send one request twice; a send that
-  fails stays pending and is retried by the next dispatch (beat runs one every few seconds).
+* :func:`dispatch_pending` sends unsent requests to ``gh-spec`` (confirmed by Kafka) and commits each one's
+  ``sent_at`` as soon as it is confirmed. Rows are claimed with ``FOR UPDATE SKIP LOCKED``, so several workers never
+  send one request twice; a send that fails stays pending and is retried by the next dispatch (beat runs one every
+  few seconds).
 * Each request carries its id to the agents (``ghrequests`` comes back on the full states that answer it); a target
   is complete once a full state answering *that* request was ingested whole for every requested type
   (``globalhub/manager/answers.py``). A request with no target (a broadcast while no hub is active) is complete
@@ -56,12 +58,17 @@ def request_resyncs(
     reason: ResyncRequest.Reason,
     requested_by: str,
     now: datetime | None = None,
+    *,
+    skip_unknown: bool = False,
 ) -> list[ResyncRequest]:
     """Record resyncs of these hubs, one request per hub, all or nothing; ``hubs=None``: one broadcast to every hub.
 
     Every hub name is checked before anything is written: a ``ValueError`` names every unknown hub (or the types that
     cannot be resynced), and then nothing is recorded. Duplicate names count once; the requests follow the names'
     order. The requests commit in one transaction (the caller's, if one is open) and are sent after it commits.
+
+    ``skip_unknown`` (a schedule's list of hubs, which may name a hub deleted since): unknown hubs are left out with
+    a warning and the others are asked; nothing is recorded, without an error, when none is known.
     """
     if isinstance(hubs, str):
         raise TypeError(f"hubs must be a sequence of hub names, not the string {hubs!r}")
@@ -71,6 +78,11 @@ def request_resyncs(
             subjects: list[str | None] = [None]
         else:
             names = list(dict.fromkeys(hubs))
+            if skip_unknown and names:
+                names = _known_only(names, reason, requested_by)
+                if not names:
+                    full_types(types)  # a bad type is still an error
+                    return []
             _check_known_hubs(names)
             subjects = list(names)
         requested = full_types(types)
@@ -108,6 +120,21 @@ def _check_known_hubs(names: Sequence[str]) -> None:
     unknown = [name for name in names if name not in known]
     if unknown:
         raise ValueError(f"unknown hub{'s' if len(unknown) > 1 else ''} {', '.join(repr(n) for n in unknown)}")
+
+
+def _known_only(names: Sequence[str], reason: str, requested_by: str) -> list[str]:
+    """The hubs of ``names`` the manager knows; each one it does not know is logged and left out."""
+    known = set(Hub.objects.filter(name__in=names).values_list("name", flat=True))
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        log.warning(
+            "%s resync (by %s): unknown hub%s %s left out",
+            reason,
+            requested_by,
+            "s" if len(unknown) > 1 else "",
+            ", ".join(repr(n) for n in unknown),
+        )
+    return [name for name in names if name in known]
 
 
 def _record(
@@ -152,15 +179,23 @@ def _ask_for_dispatch() -> None:
 
 
 def dispatch_pending(producer: ConfirmedProducer, spec_topic: str, limit: int = 100) -> int:
-    """Send unsent requests in order; returns how many were sent. Stops at the first failure (order is kept)."""
+    """Send unsent requests in order; returns how many were sent. Stops at the first failure (order is kept).
+
+    Each request is claimed, sent and stamped ``sent_at`` in its own transaction, so its ``sent_at`` is committed as
+    soon as Kafka confirmed it: an answer ingested right after (an upstream agent's, judged by that time) is not
+    missed because later sends of the same dispatch are still under way.
+    """
     sent = 0
-    with transaction.atomic():
-        pending = list(
-            ResyncRequest.objects.select_for_update(skip_locked=True)
-            .filter(sent_at__isnull=True)
-            .order_by("id")[:limit]
-        )
-        for request in pending:
+    while sent < limit:
+        with transaction.atomic():
+            request = (
+                ResyncRequest.objects.select_for_update(skip_locked=True)
+                .filter(sent_at__isnull=True)
+                .order_by("id")
+                .first()
+            )
+            if request is None:
+                break
             message: OutgoingMessage = resync_request(request.subject, request.types, request_id=str(request.pk))
             try:
                 producer.send(spec_topic, [message])
@@ -174,5 +209,5 @@ def dispatch_pending(producer: ConfirmedProducer, spec_topic: str, limit: int = 
             request.send_attempts += 1
             request.last_send_error = ""
             request.save(update_fields=["sent_at", "send_attempts", "last_send_error"])
-            sent += 1
+        sent += 1
     return sent

@@ -12,7 +12,7 @@ from globalhub.celery import app
 from globalhub.manager import lifecycle
 from globalhub.manager.models import ResyncRequest
 from globalhub.manager.resync_requests import SEND_TASK, dispatch_pending, request_resyncs
-from globalhub.protocol.kafka import ConfirmedProducer, KafkaSettings
+from globalhub.protocol.kafka import ConfirmedProducer, KafkaSettings, KafkaUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +45,16 @@ _producer = _Producer()
 def probe_hubs() -> dict[str, list[str]]:
     """Every 2 minutes: silent hubs become inactive (their data cleaned), returning ones active and resynced.
 
-    A quiet hub whose topic is not read to its end is not judged (see ``lifecycle.probe``)."""
+    A quiet hub whose topic is not read to its end is not judged, nor is anyone while Kafka does not answer and for
+    a grace after it does again (see ``lifecycle.probe``). Then status topics with the producer's timestamps (made by
+    upstream's agents or operator) are switched to the broker's (``lifecycle.repair_status_topics``)."""
     result = lifecycle.probe()
     if result.inactivated or result.reactivated:
         log.info("probe: inactivated %s, reactivated %s", result.inactivated, result.reactivated)
+    try:
+        lifecycle.repair_status_topics()
+    except KafkaUnavailable as error:
+        log.info("status topics' timestamps not checked: %s", error)
     return {
         "inactivated": result.inactivated,
         "reactivated": result.reactivated,
@@ -64,5 +70,10 @@ def send_resync_requests() -> int:
 
 @app.task(name="manager.periodic_resync", ignore_result=True)
 def periodic_resync(types: list[str], hubs: list[str] | None = None) -> list[int]:
-    """A schedule's resync: the given types of the given hubs (default: every hub, as one broadcast), all or none."""
-    return [r.pk for r in request_resyncs(hubs, types, ResyncRequest.Reason.PERIODIC, "schedule")]
+    """A schedule's resync: the given types of the given hubs (default: every hub, as one broadcast).
+
+    A hub of the list the manager no longer knows (deleted since the schedule was written) is left out with a
+    warning: it never holds back the other hubs' resyncs.
+    """
+    requests = request_resyncs(hubs, types, ResyncRequest.Reason.PERIODIC, "schedule", skip_unknown=True)
+    return [r.pk for r in requests]

@@ -65,6 +65,9 @@ EXT_OBJECT_COUNT: Final = "extobjectcount"
 # (``ghrequest``), on every message of a full resync the ids it answers, comma-separated (``ghrequests``).
 EXT_REQUEST: Final = "ghrequest"
 EXT_ANSWERS: Final = "ghrequests"
+# On every full state this project's agent sends (``"1"``): it names in ``ghrequests`` every request it answers, so
+# the manager never infers an answer from the time Kafka stored it (which it does for an upstream agent's).
+EXT_ANSWERS_NAMED: Final = "ghanswersnamed"
 
 DEFAULT_SPEC_TOPIC: Final = "gh-spec"
 DEFAULT_STATUS_TOPIC_PREFIX: Final = "gh-status."

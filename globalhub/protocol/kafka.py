@@ -15,7 +15,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec  # type: ignore[attr-defined]
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewTopic,
+    OffsetSpec,
+    ResourceType,
+)
 
 from globalhub.protocol.codec import OutgoingMessage
 
@@ -38,8 +46,17 @@ SPEC_TOPIC_CONFIG: Mapping[str, str] = {
 }
 
 
+# Settings that ensure_topics also sets on a topic that already exists: the manager's liveness rules depend on them
+# (a topic created before, or by upstream's agent or operator, has the producer's timestamps).
+ENFORCED_TOPIC_SETTINGS = frozenset({"message.timestamp.type"})
+
+
 class DeliveryFailed(RuntimeError):
     """Kafka did not acknowledge every message of a send."""
+
+
+class KafkaUnavailable(RuntimeError):
+    """The broker could not be asked (down, unreachable, or not answering in time)."""
 
 
 def _env(name: str, environ: Mapping[str, str]) -> str | None:
@@ -115,11 +132,17 @@ def ensure_topics(
     partitions: int = 1,
     timeout: float = 30.0,
 ) -> None:
-    """Create the topics that do not exist yet (idempotent; an existing topic is left as it is)."""
+    """Create the topics that do not exist yet (idempotent).
+
+    A topic that exists keeps its settings, except those in :data:`ENFORCED_TOPIC_SETTINGS` that ``config`` names:
+    those are set to ``config``'s value (see :func:`align_topic_configs`; a refusal is logged, never raised). So a
+    status topic created before, or by upstream's agent or operator, gets the broker's timestamps too.
+    """
     admin = AdminClient(settings.client_config())
     wanted = [NewTopic(name, num_partitions=partitions, config=dict(config)) for name in topics]
     if not wanted:
         return
+    existing: list[str] = []
     futures = admin.create_topics(wanted, request_timeout=timeout, operation_timeout=timeout)
     for name, future in futures.items():
         try:
@@ -127,25 +150,129 @@ def ensure_topics(
             log.info("created topic %s", name)
         except KafkaException as error:
             if error.args and error.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                existing.append(name)
                 continue
             raise
+    enforced = {key: value for key, value in config.items() if key in ENFORCED_TOPIC_SETTINGS}
+    if existing and enforced:
+        align_topic_configs(settings, existing, enforced, timeout=timeout)
+
+
+@dataclass
+class TopicConfigReport:
+    """What :func:`align_topic_configs` found and did, per topic."""
+
+    changed: dict[str, dict[str, str | None]] = field(default_factory=dict)  # topic -> setting -> its old value
+    failed: dict[str, str] = field(default_factory=dict)  # topic -> why it could not be read or changed
+    already: list[str] = field(default_factory=list)  # topics that had the wanted values
+
+
+def align_topic_configs(
+    settings: KafkaSettings, topics: Iterable[str], wanted: Mapping[str, str], *, timeout: float = 30.0
+) -> TopicConfigReport:
+    """Give existing topics the ``wanted`` values of these settings, and only these (an incremental SET).
+
+    Every change is logged. A refusal (no ``AlterConfigs`` permission on the topic, a broker policy) or an unreachable
+    broker is logged as a warning that says what the operator must run, and is reported, never raised.
+    """
+    report = TopicConfigReport()
+    names = sorted(set(topics))
+    if not names or not wanted:
+        return report
+    admin = AdminClient(settings.client_config())
+    differing: dict[str, dict[str, str | None]] = {}
+    try:
+        described = admin.describe_configs(
+            [ConfigResource(ResourceType.TOPIC, name) for name in names], request_timeout=timeout
+        )
+    except KafkaException as error:
+        return _refused(report, names, wanted, f"cannot describe the topics: {error}")
+    for resource, future in described.items():
+        try:
+            entries = future.result(timeout=timeout)
+        except KafkaException as error:
+            _refused(report, [resource.name], wanted, f"cannot describe it: {error}")
+            continue
+        current = {key: entries[key].value if key in entries else None for key in wanted}
+        off = {key: old for key, old in current.items() if old != wanted[key]}
+        if off:
+            differing[resource.name] = off
+        else:
+            report.already.append(resource.name)
+    if not differing:
+        return report
+    resources = [
+        ConfigResource(
+            ResourceType.TOPIC,
+            name,
+            incremental_configs=[
+                ConfigEntry(key, wanted[key], incremental_operation=AlterConfigOpType.SET) for key in sorted(off)
+            ],
+        )
+        for name, off in sorted(differing.items())
+    ]
+    try:
+        altered = admin.incremental_alter_configs(resources, request_timeout=timeout)
+    except KafkaException as error:
+        return _refused(report, sorted(differing), wanted, f"cannot change the topics: {error}")
+    for resource, future in altered.items():
+        try:
+            future.result(timeout=timeout)
+        except KafkaException as error:
+            _refused(report, [resource.name], wanted, f"refused: {error}")
+            continue
+        report.changed[resource.name] = differing[resource.name]
+        log.warning(
+            "topic %s: set %s",
+            resource.name,
+            ", ".join(f"{key}={wanted[key]} (was {old})" for key, old in sorted(differing[resource.name].items())),
+        )
+    return report
+
+
+def _refused(
+    report: TopicConfigReport, topics: Iterable[str], wanted: Mapping[str, str], why: str
+) -> TopicConfigReport:
+    settings_text = ",".join(f"{key}={value}" for key, value in sorted(wanted.items()))
+    for topic in topics:
+        report.failed[topic] = why
+        log.warning(
+            "topic %s: could not set %s (%s). An operator must run: kafka-configs.sh --bootstrap-server <broker> "
+            "--alter --entity-type topics --entity-name %s --add-config %s (or grant this client AlterConfigs "
+            "on the topic)",
+            topic,
+            settings_text,
+            why,
+            topic,
+            settings_text,
+        )
+    return report
+
+
+def topics_with_prefix(settings: KafkaSettings, prefix: str, *, timeout: float = 10.0) -> list[str]:
+    """The broker's topics whose names start with ``prefix``; raise :class:`KafkaUnavailable` if it cannot tell."""
+    admin = AdminClient(settings.client_config())
+    try:
+        metadata = admin.list_topics(timeout=timeout)
+    except KafkaException as error:
+        raise KafkaUnavailable(f"cannot list the topics: {error}") from error
+    return sorted(name for name in metadata.topics if name.startswith(prefix))
 
 
 def topic_ends(settings: KafkaSettings, topics: Iterable[str], *, timeout: float = 10.0) -> dict[str, dict[int, int]]:
     """The broker's high watermark (the offset the next message will get) of each partition of these topics.
 
-    A topic the broker does not have maps to ``{}`` (nothing to read). A topic whose offsets could not be learnt
-    is left out, and so is every topic when the broker cannot be reached: the caller knows nothing about it.
+    The broker is asked even for no topic: :class:`KafkaUnavailable` is raised whenever it cannot be reached, so the
+    caller learns that too. A topic the broker does not have maps to ``{}`` (nothing to read). A topic whose offsets
+    could not be learnt is left out: the caller knows nothing about it.
     """
     names = sorted(set(topics))
-    if not names:
-        return {}
     admin = AdminClient(settings.client_config())
     try:
         metadata = admin.list_topics(timeout=timeout)
     except KafkaException as error:
         log.warning("could not read the topics' ends from Kafka: %s", error)
-        return {}
+        raise KafkaUnavailable(f"cannot read the topics' metadata: {error}") from error
     ends: dict[str, dict[int, int]] = {}
     wanted: dict[TopicPartition, Any] = {}
     for name in names:
@@ -167,9 +294,16 @@ def topic_ends(settings: KafkaSettings, topics: Iterable[str], *, timeout: float
 
 
 class ConfirmedProducer:
-    """A producer whose ``send`` waits for Kafka's delivery report of every message it was given."""
+    """A producer whose ``send`` waits for Kafka's delivery report of every message it was given.
 
-    def __init__(self, settings: KafkaSettings, **overrides: Any) -> None:
+    A send fails when Kafka stops confirming: no delivery report for ``stall_timeout`` seconds while messages are
+    outstanding (librdkafka's own per-message timeout stays as a far outer bound). So a long send that keeps being
+    confirmed, such as a big resync on a slow machine, is never cut short because of what is queued ahead of its
+    last messages. A failed send purges what it left queued and replaces the client: one that got stuck in an
+    outage (stale connections, metadata or idempotence state) is not reused for the next try.
+    """
+
+    def __init__(self, settings: KafkaSettings, *, stall_timeout: float = 30.0, **overrides: Any) -> None:
         config = settings.client_config()
         config.update(
             {
@@ -178,46 +312,47 @@ class ConfirmedProducer:
                 "compression.type": "lz4",
                 "linger.ms": 5,
                 "message.max.bytes": 10 * 1024 * 1024,
-                "message.timeout.ms": 30_000,
                 # Back-pressure: a big resync is built faster than Kafka acknowledges it; without a bound the
                 # client would queue it all (up to 1 GiB by default). produce() waits for room instead.
                 "queue.buffering.max.kbytes": 32 * 1024,
             }
         )
         config.update(overrides)
+        self._config = config
+        self.stall_timeout = stall_timeout
+        self.replacements = 0  # clients replaced after failed sends
         self._producer = Producer(config)
 
-    def send(self, topic: str, messages: Iterable[OutgoingMessage], *, timeout: float = 60.0) -> int:
+    def send(self, topic: str, messages: Iterable[OutgoingMessage], *, timeout: float | None = None) -> int:
         """Produce in order and block until every message is acknowledged; raise :class:`DeliveryFailed`.
 
         ``messages`` may be a generator: large resyncs are produced while they are built. Returns the count.
+        ``timeout``: how long Kafka may confirm nothing before the send fails (default ``stall_timeout``).
         """
-        failures: list[str] = []
-        delivered = 0
+        stall = self.stall_timeout if timeout is None else timeout
+        tracker = _Deliveries()
+        try:
+            for message in messages:
+                self._produce(topic, message, tracker, stall)
+            while tracker.outstanding:
+                remaining = tracker.last_progress + stall - time.monotonic()
+                if remaining <= 0:
+                    raise _Stalled
+                self._producer.flush(min(remaining, 1.0))
+        except _Stalled:
+            tracker.failures.append(f"Kafka confirmed nothing for {stall:g}s")
+        if tracker.failures:
+            failed = DeliveryFailed(
+                f"{tracker.delivered} of {tracker.produced} messages to {topic} delivered; "
+                f"first problem: {tracker.failures[0]}"
+            )
+            self._replace()  # its purge reports more failures: the message above names the first
+            raise failed
+        return tracker.produced
 
-        def on_delivery(error: KafkaError | None, message: Message) -> None:
-            nonlocal delivered
-            if error is None:
-                delivered += 1
-            else:
-                failures.append(str(error))
-
-        produced = 0
-        for message in messages:
-            self._produce(topic, message, on_delivery)
-            produced += 1
-        deadline = time.monotonic() + timeout
-        while delivered + len(failures) < produced:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            self._producer.flush(min(remaining, 1.0))
-        if failures or delivered < produced:
-            reason = failures[0] if failures else f"no delivery report within {timeout:.0f}s"
-            raise DeliveryFailed(f"{delivered} of {produced} messages to {topic} delivered; first problem: {reason}")
-        return produced
-
-    def _produce(self, topic: str, message: OutgoingMessage, callback: Any) -> None:
+    def _produce(self, topic: str, message: OutgoingMessage, tracker: _Deliveries, stall: float) -> None:
+        if not tracker.outstanding:
+            tracker.last_progress = time.monotonic()  # nothing was waiting for Kafka: the stall clock starts now
         while True:
             try:
                 self._producer.produce(
@@ -225,17 +360,57 @@ class ConfirmedProducer:
                     value=message.value,
                     key=message.key,
                     headers=list(message.headers),
-                    on_delivery=callback,
+                    on_delivery=tracker.on_delivery,
                 )
+                tracker.produced += 1
                 self._producer.poll(0)
                 return
             except BufferError:
                 # The local queue is full: serve delivery reports until there is room again.
+                if time.monotonic() - tracker.last_progress > stall:
+                    raise _Stalled from None
                 self._producer.poll(0.1)
+
+    def _replace(self) -> None:
+        """Drop the client after a failed send (purging what it still holds) and start a new one."""
+        old = self._producer
+        try:
+            old.purge(in_queue=True, in_flight=True, blocking=False)
+            old.flush(0)  # serve the purged messages' reports: they belong to the failed send
+        except KafkaException as error:
+            log.warning("purging the failed producer: %s", error)
+        self._producer = Producer(self._config)
+        self.replacements += 1
+        log.warning("Kafka producer replaced after a failed send (%d so far)", self.replacements)
 
     def close(self, timeout: float = 10.0) -> int:
         """Flush what is queued; return how many messages were still undelivered."""
         return int(self._producer.flush(timeout))
+
+
+class _Stalled(Exception):
+    """Kafka confirmed nothing for the stall timeout."""
+
+
+class _Deliveries:
+    """Counts one send's messages and delivery reports; any report is progress."""
+
+    def __init__(self) -> None:
+        self.produced = 0
+        self.delivered = 0
+        self.failures: list[str] = []
+        self.last_progress = time.monotonic()
+
+    @property
+    def outstanding(self) -> int:
+        return self.produced - self.delivered - len(self.failures)
+
+    def on_delivery(self, error: KafkaError | None, message: Message) -> None:
+        self.last_progress = time.monotonic()
+        if error is None:
+            self.delivered += 1
+        else:
+            self.failures.append(str(error))
 
 
 def headers_of(message: Message) -> tuple[tuple[str, bytes | None], ...]:

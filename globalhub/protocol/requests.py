@@ -13,6 +13,7 @@ from globalhub.protocol.events import (
     BROADCAST,
     EVENT_TYPE_PREFIX,
     EXT_ANSWERS,
+    EXT_ANSWERS_NAMED,
     EXT_REQUEST,
     MANAGER_SOURCE,
     RESYNC_EVENT_TYPE,
@@ -51,15 +52,22 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
 
 def answers_extension(request_ids: Iterable[str]) -> dict[str, str]:
-    """The extension a full state carries when it answers these requests (nothing when it answers none)."""
+    """The extensions every full state of this project's agent carries: the marker ``ghanswersnamed`` (it names
+    every request it answers, none when it answers none) and, when it answers some, their ids in ``ghrequests``."""
     ids = [i for i in dict.fromkeys(request_ids) if _REQUEST_ID.fullmatch(i)][-MAX_ANSWERS:]
-    return {EXT_ANSWERS: ",".join(ids)} if ids else {}
+    return {EXT_ANSWERS_NAMED: "1", **({EXT_ANSWERS: ",".join(ids)} if ids else {})}
 
 
 def answered_requests(extensions: Mapping[str, str]) -> list[str]:
     """The request ids a received full state says it answers (malformed ones are left out)."""
     raw = extensions.get(EXT_ANSWERS) or ""
     return [i for i in raw.split(",") if _REQUEST_ID.fullmatch(i)][:MAX_ANSWERS]
+
+
+def names_its_answers(extensions: Mapping[str, str]) -> bool:
+    """Whether a received full state names the requests it answers (this project's agent, see
+    :func:`answers_extension`): then it answers those and no other, whenever Kafka stored it."""
+    return EXT_ANSWERS_NAMED in extensions or EXT_ANSWERS in extensions
 
 
 def read_resync_request(event: ReceivedEvent, hub: str) -> ResyncRequest | None:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from django.conf import settings
 from django.db import DatabaseError, DataError, connection, transaction
 from django.utils import timezone
 
@@ -33,12 +34,19 @@ from globalhub.manager.ingest.bulk import Meanwhile, first_sight
 from globalhub.manager.ingest.complete import APPLY_ORDER, CompleteKind, FrameBuffer, Incomplete, assemble, sent_time
 from globalhub.manager.ingest.handlers import COMPLETE_TYPES, HYBRID_TYPES
 from globalhub.manager.ingest.hybrid import HybridResult, SlotMemory, apply_hybrid
-from globalhub.manager.ingest.observations import Observation, save_observations
+from globalhub.manager.ingest.observations import Observation, Stalled, save_observations
 from globalhub.manager.ingest.opening import Lookahead, Opened
 from globalhub.manager.ingest.records import Record, Rejected, StatusEvent
 from globalhub.manager.ingest.versions import VersionBook
 from globalhub.manager.lifecycle import HeartbeatSeen, Timing, heartbeat_seen
-from globalhub.manager.models import ConsumedPosition, DeadLetter, Hub, ResyncProgress, ResyncRequest
+from globalhub.manager.models import (
+    ConsumedPosition,
+    DeadLetter,
+    Hub,
+    HubTypeStatus,
+    ResyncProgress,
+    ResyncRequest,
+)
 from globalhub.manager.resync_requests import create_request
 from globalhub.protocol.bundles import FrameKind
 from globalhub.protocol.events import RESYNC_TYPES, EventType, hub_from_status_topic
@@ -48,6 +56,9 @@ log = logging.getLogger(__name__)
 REASON_MAX_BYTES = 1000
 # A chunk run keeps its frames' rows until it commits (to apply them one by one if refused): this bounds that.
 RUN_MAX_BYTES = 64 * 1024 * 1024
+# Complete types no resync request can ask for (upstream's complete compliance): once stalled, the next complete
+# state heals the stall itself, as the answer to a request would.
+HEALED_BY_NEXT_STATE = frozenset(t for t in COMPLETE_TYPES if t not in RESYNC_TYPES and t is not EventType.HEARTBEAT)
 
 
 @dataclass
@@ -87,6 +98,7 @@ class _Batch:
     heartbeats: dict[str, HeartbeatSeen] = field(default_factory=dict)
     slots: dict[tuple[str, EventType], SlotMemory] = field(default_factory=dict)
     frames: FrameBuffer = field(default_factory=FrameBuffer)
+    stalled_states: set[tuple[str, EventType]] = field(default_factory=set)  # see HEALED_BY_NEXT_STATE
 
     def memory(self, event: StatusEvent) -> SlotMemory:
         slot = (event.hub, event.type)
@@ -94,17 +106,18 @@ class _Batch:
             self.slots[slot] = SlotMemory(seen=first_sight(HYBRID_TYPES[event.type].table, event.hub))
         return self.slots[slot]
 
-    def applied(self, event: StatusEvent, verdict: Verdict, full_state: int | None) -> None:
+    def applied(self, event: StatusEvent, verdict: Verdict, full_state: int | None, *, whole: bool = True) -> None:
         """A hybrid record took effect: it goes into its slot, it counts, and it is observed."""
         self.versions.processed(event, verdict, self.now)
         self.stats.count(event)
-        self.observe(event, full_state)
+        self.observe(event, full_state, whole=whole)
 
-    def observe(self, event: StatusEvent, full_state: int | None) -> None:
+    def observe(self, event: StatusEvent, full_state: int | None, *, whole: bool = True) -> None:
+        """A record took effect; ``whole``: all of it (that restarts the refusal count and ends a stall)."""
         seen = self.observed.setdefault((event.hub, event.type.value), Observation())
         seen.version = str(event.version)
-        seen.applied = True
-        seen.refused, seen.refusal = 0, ""
+        if whole:
+            seen.took_effect(event.record.offset)
         if full_state is None:
             seen.delta_at = self.now
         else:
@@ -114,9 +127,8 @@ class _Batch:
     def refused(self, event: StatusEvent, reason: str) -> None:
         """A bundle was refused, or some of its rows were (older than the row's): the slot may be stalling."""
         seen = self.observed.setdefault((event.hub, event.type.value), Observation())
-        seen.applied = False  # the last bundle did not take its whole effect: the refusals go on counting
-        seen.refused += 1
-        seen.refusal = f"version {event.version} at offset {event.record.offset}: {reason}"[:500]
+        offset = event.record.offset
+        seen.refuse(offset, f"version {event.version} at offset {offset}: {reason}"[:500])
 
     def heartbeat(self, event: StatusEvent) -> None:
         """A well-formed heartbeat was read: its time on the manager's side (the broker's, else now) and the hub's."""
@@ -139,6 +151,7 @@ def ingest_batch(records: Sequence[Record], *, topic_prefix: str) -> BatchStats:
         hubs = _register_hubs(fresh, topic_prefix, now)
         inactive = set(Hub.objects.filter(name__in=hubs, state=Hub.State.INACTIVE).values_list("name", flat=True))
         batch = _Batch(topic_prefix, VersionBook.load(hubs), OpenRequests.load(hubs), inactive, stats, now)
+        batch.stalled_states = _stalled_states(hubs)
         _ingest_records(fresh, batch)
         _apply_complete_states(batch)
         batch.frames.flush()
@@ -341,17 +354,51 @@ def _hub_lifecycle(batch: _Batch) -> None:
         heartbeat_seen(hub, seen, batch.now, timing)
 
 
-def _heal_stalls(stalled: list[tuple[str, str]], batch: _Batch) -> None:
-    """A type whose bundles keep being refused gets a resync request: its answer is authoritative."""
-    for hub, event_type in stalled:
-        kind = EventType(event_type)
+def _stalled_states(hubs: Sequence[str]) -> set[tuple[str, EventType]]:
+    """The stalled (hub, type) slots of the batch's hubs that their next complete state heals."""
+    rows = HubTypeStatus.objects.filter(
+        hub_id__in=hubs, stalled_since__isnull=False, event_type__in=[t.value for t in HEALED_BY_NEXT_STATE]
+    ).values_list("hub_id", "event_type")
+    return {(hub, EventType(event_type)) for hub, event_type in rows}
+
+
+def _heal_stalls(stalled: list[Stalled], batch: _Batch) -> None:
+    """A type whose bundles keep being refused gets a resync request: its answer is authoritative.
+
+    A type that becomes stalled is asked for unless a request already sent is on its way; one that stays stalled
+    is asked again once every open request of the type is overdue (its answer may have been lost on the way).
+    """
+    overdue = settings.GLOBALHUB.resync_overdue
+    for slot in stalled:
+        hub, kind = slot.hub, EventType(slot.event_type)
         if kind not in RESYNC_TYPES:
+            if slot.new:
+                log.warning(
+                    "hub=%s type=%s stalled (bundles keep being refused); no request can ask for it: its next "
+                    "complete state will be admitted as authoritative",
+                    hub,
+                    kind.short,
+                )
             continue
-        if batch.requests.owed.get((hub, event_type)):
-            log.warning("hub=%s type=%s stalled; a resync request is already on its way", hub, kind.short)
+        owed = batch.requests.owed.get((hub, slot.event_type), {})
+        waiting = sorted(
+            request_id
+            for request_id, r in owed.items()
+            if batch.now - r.requested_at <= overdue and (r.sent_at is not None or not slot.new)
+        )
+        if waiting:
+            if slot.new:
+                log.warning("hub=%s type=%s stalled; resync request #%s is on its way", hub, kind.short, waiting[-1])
             continue
+        late = sorted(request_id for request_id, r in owed.items() if batch.now - r.requested_at > overdue)
         request = create_request(hub, [kind], ResyncRequest.Reason.STALLED, "stall detector", batch.now)
-        log.warning("hub=%s type=%s stalled (bundles keep being refused): request #%s", hub, kind.short, request.pk)
+        log.warning(
+            "hub=%s type=%s stalled (bundles keep being refused): request #%s%s",
+            hub,
+            kind.short,
+            request.pk,
+            f" (overdue: #{', #'.join(map(str, late))})" if late else "",
+        )
 
 
 def _claim(records: Sequence[Record], stats: BatchStats) -> list[Record]:
@@ -450,7 +497,7 @@ def _apply_hybrid(opened: Opened, event: StatusEvent, batch: _Batch, meanwhile: 
         batch.versions.processed(event, verdict, batch.now)
         _superseded(event, batch, f"every one of its {result.offered} objects is older than the row's")
     else:
-        batch.applied(event, verdict, result.full_state)
+        batch.applied(event, verdict, result.full_state, whole=not result.stale)
         if result.stale:  # partly refused: a replay, a reordering, or rows a poisoned version holds
             batch.refused(event, f"{result.stale} of its {result.offered} objects are older than the row's")
     if result.full_state is not None:
@@ -479,10 +526,22 @@ def _offer_complete(event: StatusEvent, batch: _Batch) -> None:
         batch.heartbeat(event)  # liveness, whatever its version says
     answering = batch.requests.answered_by(event, full_state=True)
     verdict = batch.versions.judge(event, answers_request=bool(answering))
+    slot = (event.hub, event.type)
+    if not verdict.admitted and slot in batch.stalled_states:
+        # A stalled type no request can ask for: this whole state re-bases it, as an answer would.
+        stored = batch.versions.last(event)
+        verdict = batch.versions.judge(event, heals_stall=True)
+        batch.stalled_states.discard(slot)
+        log.warning(
+            "hub=%s type=%s stalled: complete state %s admitted as authoritative over the stored version %s",
+            event.hub,
+            event.type.short,
+            event.version,
+            stored,
+        )
     if not verdict.admitted:
         _superseded(event, batch, verdict.reason)
         return
-    slot = (event.hub, event.type)
     if slot in batch.pending:
         batch.stats.superseded += 1  # conflation: a newer complete state of the same slot replaces it
     batch.pending[slot] = _Pending(event, state, answering)

@@ -26,9 +26,9 @@ class VersionBook:
     @classmethod
     def load(cls, hubs: Iterable[str]) -> VersionBook:
         rows = TypeVersion.objects.filter(hub_id__in=list(hubs)).values_list(
-            "hub_id", "event_type", "generation", "value", "run_started_at"
+            "hub_id", "event_type", "generation", "value", "run_started_at", "last_sent_at"
         )
-        return cls({(hub, t): Slot(Version(int(g), int(v)), run) for hub, t, g, v, run in rows})
+        return cls({(hub, t): Slot(Version(int(g), int(v)), run, last) for hub, t, g, v, run, last in rows})
 
     def slot(self, event: StatusEvent) -> Slot:
         return self._slots.get((event.hub, event.type.value), Slot())
@@ -39,8 +39,15 @@ class VersionBook:
     def last_of(self, hub: str, event_type: str) -> Version | None:
         return self._slots.get((hub, str(event_type)), Slot()).version
 
-    def judge(self, event: StatusEvent, *, answers_request: bool = False) -> Verdict:
-        return judge(MODES[event.type], event.version, event.time, self.slot(event), answers_request=answers_request)
+    def judge(self, event: StatusEvent, *, answers_request: bool = False, heals_stall: bool = False) -> Verdict:
+        return judge(
+            MODES[event.type],
+            event.version,
+            event.time,
+            self.slot(event),
+            answers_request=answers_request,
+            heals_stall=heals_stall,
+        )
 
     def admits(self, event: StatusEvent) -> bool:
         """Whether the event would be admitted as an ordinary bundle (one that answers no request)."""
@@ -66,7 +73,7 @@ class VersionBook:
             [self._row(hub, event_type) for hub, event_type in sorted(self._changed)],
             update_conflicts=True,
             unique_fields=["hub", "event_type"],
-            update_fields=["generation", "value", "run_started_at", "updated_at"],
+            update_fields=["generation", "value", "run_started_at", "last_sent_at", "updated_at"],
         )
         self._changed.clear()
 
@@ -79,4 +86,5 @@ class VersionBook:
             generation=Decimal(version.generation),
             value=Decimal(version.value),
             run_started_at=slot.run_started_at,
+            last_sent_at=slot.last_sent_at,
         )
