@@ -4,8 +4,8 @@ The broker is the hub's own Redis (``REDIS_URL``); tasks go to a queue named aft
 hubs may share one Redis server. Beat sends ``agent.tick`` every second: it hands a waiting resync to
 ``agent.drain`` (a task of its own, so a long resync never holds up the ticks) and runs the due delta syncs,
 heartbeat and periodic resyncs. Ticks expire after 1.5 s, so ticks a busy worker could not take in time are dropped
-instead of piling up; a Redis lock keeps two drains from overlapping, and the drain starts at most one type per
-second.
+instead of piling up; a lease (agent_tasks/lease.py) keeps two drains from overlapping, and the drain starts at
+most one type per second.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Operate one hub's agent (hub from ``HUB_NAME``, Redis from ``REDIS_URL``):
 
-python -m agent_tasks.ctl status [--json]              queue, versions, next sync/resync times, last errors,
-                                                       the inventory source (Kubernetes watches)
+python -m agent_tasks.ctl status [--json]              queue, resyncs in flight and retrying, leases, versions,
+                                                       next sync/resync times, last errors, the inventory source
+                                                       (Kubernetes watches), and what looks stuck
 python -m agent_tasks.ctl set resync.managedcluster=1h  change an interval now, no restart (ctl unset to undo)
 python -m agent_tasks.ctl unset resync.managedcluster
 python -m agent_tasks.ctl resync managedcluster ...     queue full resyncs by hand
@@ -21,12 +22,16 @@ import redis
 from agent_tasks.config import AgentConfig
 from agent_tasks.intervals import RESYNC_PREFIX, Intervals, parse_setting
 from agent_tasks.kube.status import SourceStatus
+from agent_tasks.lease import held_leases
 from agent_tasks.redisutil import text
 from agent_tasks.resync_queue import ResyncQueue
 from agent_tasks.state import StateStore
 from agent_tasks.types import STATUS_TYPES, status_type
 from agent_tasks.versions import VersionStore
 from globalhub.envconf import ConfigError
+
+STUCK_WAIT = 60.0  # a type waiting this long in the queue (normally seconds) is worth a look
+STUCK_RETRIES = 3  # failures in a row of one type's resync
 
 
 def status(client: redis.Redis, hub: str, now: float | None = None) -> dict[str, Any]:
@@ -56,16 +61,80 @@ def status(client: redis.Redis, hub: str, now: float | None = None) -> dict[str,
             "last_error": state.last_error if state and state.last_error else None,
             "last_error_at": _at(state.last_error_at) if state and state.last_error_at else None,
         }
-    queue = [{"type": w.type, "waiting_seconds": round(w.waited(moment), 3)} for w in ResyncQueue(client, hub).items()]
+    resyncs = ResyncQueue(client, hub)
+    queue = [{"type": w.type, "waiting_seconds": round(w.waited(moment), 3)} for w in resyncs.items()]
+    leases = [
+        {
+            "name": lease.name,
+            "owner": lease.owner,
+            "held_seconds": _rounded(lease.held_seconds),
+            "expires_in_seconds": round(lease.expires_in, 3),
+        }
+        for lease in held_leases(client, hub, moment)
+    ]
+    drain_owner = next((lease["owner"] for lease in leases if lease["name"] == "drain"), None)
+    in_flight = [
+        {
+            "type": entry.type,
+            "owner": entry.owner,
+            "running_seconds": round(moment - entry.started_at, 3),
+            "owner_alive": entry.owner == drain_owner,
+        }
+        for entry in resyncs.in_flight()
+    ]
+    retries = [
+        {
+            "type": retry.type,
+            "failures_in_a_row": retry.attempts,
+            "next_try_in_seconds": round(retry.at - moment, 3),
+            "last_error": states[retry.type].last_error if retry.type in states else None,
+        }
+        for retry in resyncs.retries()
+    ]
     listener = {text(k): text(v) for k, v in client.hgetall(f"gh:{hub}:agent:listener").items()}
-    return {
+    report = {
         "hub": hub,
         "queue": queue,
+        "in_flight": in_flight,
+        "retrying": retries,
+        "leases": leases,
+        "queue_repairs": resyncs.repairs(),
         "types": types,
         "interval_settings": {k: _duration(v) for k, v in Intervals(client, hub).runtime_settings().items()},
         "listener": listener,
         "source": SourceStatus(client, hub).read(moment),
     }
+    report["problems"] = problems(report)
+    return report
+
+
+def problems(report: dict[str, Any]) -> list[str]:
+    """What in a status report looks stuck, in words (empty when all is well)."""
+    found = []
+    for entry in report["in_flight"]:
+        if not entry["owner_alive"]:
+            found.append(
+                f"resync of {entry['type']} was interrupted (its drain is gone); the next tick queues it again"
+            )
+    for retry in report["retrying"]:
+        if retry["failures_in_a_row"] >= STUCK_RETRIES:
+            found.append(
+                f"resync of {retry['type']} failed {retry['failures_in_a_row']} times in a row: {retry['last_error']}"
+            )
+    for item in report["queue"]:
+        if item["waiting_seconds"] >= STUCK_WAIT:
+            found.append(f"{item['type']} has waited {item['waiting_seconds']:.0f}s in the resync queue")
+    for name, row in report["types"].items():
+        if row["last_error"] and name not in {retry["type"] for retry in report["retrying"]}:
+            found.append(f"{name}: {row['last_error']}")
+    source = report.get("source")
+    if source is not None and not source["running"]:
+        found.append("the inventory watcher is not running")
+    return found
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
 
 
 def _at(epoch: float) -> str:
@@ -85,6 +154,19 @@ def render(report: dict[str, Any]) -> str:
     queue = report["queue"]
     waiting = ", ".join(f"{item['type']} ({item['waiting_seconds']:.1f}s)" for item in queue)
     lines.append(f"resync queue: {len(queue)} waiting{': ' + waiting if queue else ''}")
+    for entry in report["in_flight"]:
+        state = "running" if entry["owner_alive"] else "INTERRUPTED"
+        lines.append(f"in flight: {entry['type']} {state} for {entry['running_seconds']:.1f}s ({entry['owner']})")
+    for retry in report["retrying"]:
+        lines.append(
+            f"retrying: {retry['type']} after {retry['failures_in_a_row']} failure(s) in a row, "
+            f"next try in {max(retry['next_try_in_seconds'], 0):.0f}s"
+        )
+    for lease in report["leases"]:
+        held = f"held {lease['held_seconds']:.1f}s" if lease["held_seconds"] is not None else "held"
+        lines.append(f"lease {lease['name']}: {held} by {lease['owner']}, lapses in {lease['expires_in_seconds']:.1f}s")
+    if report["queue_repairs"]:
+        lines.append(f"queue index repairs so far: {report['queue_repairs']}")
     lines.append(f"{'type':<24} {'version':<10} {'sync':<6} {'resync':<7} {'next sync':<26} {'next resync':<26} error")
     for name, row in report["types"].items():
         lines.append(
@@ -98,6 +180,8 @@ def render(report: dict[str, Any]) -> str:
     if report["listener"]:
         lines.append("spec listener: " + ", ".join(f"{k}={v}" for k, v in sorted(report["listener"].items())))
     lines.extend(render_source(report.get("source")))
+    lines.append("problems: " + ("none" if not report["problems"] else ""))
+    lines.extend(f"  - {problem}" for problem in report["problems"])
     return "\n".join(lines)
 
 

@@ -6,15 +6,18 @@ Celery tasks call these methods and nothing else (``agent_tasks/tasks.py``). Rul
   every change-log cursor to the log's end (the startup resyncs cover what came before) and queues every
   resyncable type.
 * **Drain** pops one type and sends its full state, at most one type per second (from start to start). Only one
-  drain runs at a time (a Redis lock); a failed resync goes back in the queue, and so does one whose inventory a
-  source is still listing (a partial inventory sent as whole would make the manager sweep what is not there
-  yet). A drain that popped schedules the next one for exactly a second after its start, and a new request nudges
-  an idle agent at once, so the queue moves at one type per second without waiting for beat's next tick (which
-  remains the safety net).
+  drain runs at a time (a lease, ``agent_tasks/lease.py``); the popped type stays in flight until it is sent, so
+  a drain that dies leaves it for the next tick to put back at the head of the queue. A failed resync is retried
+  with backoff (1 s, doubling, at most 60 s); one whose inventory a source is still listing goes back in the queue
+  (a partial inventory sent as whole would make the manager sweep what is not there yet). A drain that popped
+  schedules the next one for exactly a second after its start, and a new request nudges an idle agent at once, so
+  the queue moves at one type per second without waiting for beat's next tick (which remains the safety net).
 * **Sync** checks every type: a delta (or heartbeat) when ``NextSyncAt`` passed, a queued full resync when
   ``NextResyncAt`` passed. ``Next…At`` is the last time plus the interval read at that moment, so an interval
   changed at run time applies at once.
-* Sends of one type never interleave: each holds the type's lock.
+* Sends of one type never interleave: each holds the type's lease. Leases last seconds and are renewed while
+  their work runs, so a crashed process holds up nothing for long.
+* **Settle**, every tick: the queue repairs itself (``ResyncQueue.settle``).
 """
 
 from __future__ import annotations
@@ -27,11 +30,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import redis
-from redis.lock import Lock
 
 from agent_tasks.emitter import Emitter, SendReport
 from agent_tasks.intervals import RESYNC_PREFIX, Intervals
 from agent_tasks.inventory import Cursor, Inventory
+from agent_tasks.lease import LEASE_SECONDS, Lease, lease_prefix
 from agent_tasks.resync_queue import ResyncQueue
 from agent_tasks.state import StateStore, TypeState
 from agent_tasks.types import RESYNC_ORDER, STATUS_TYPES, Kind, StatusType, status_type
@@ -39,8 +42,8 @@ from agent_tasks.versions import VersionStore
 
 log = logging.getLogger(__name__)
 
-RESYNC_LOCK_SECONDS = 900  # a lock outlives a crashed holder by at most this long
-SYNC_LOCK_SECONDS = 120
+RESYNCABLE = tuple(name for name, kind in STATUS_TYPES.items() if kind.resyncable)
+
 DRAIN_WAIT_SECONDS = 30.0  # how long a drain waits for a delta of the same type to finish
 DRAIN_SPACING = 1.0  # one queued type per second, as upstream's 1-second ticker
 # Beat's ticks come about a second apart, a little early or late. Without slack, a 1 s interval checked at ticks
@@ -101,31 +104,33 @@ class Agent:
     # --- the 1-second drain ------------------------------------------------------------------------------------
 
     def drain(self) -> SendReport | None:
-        """Pop one queued type and send its full state; a failure re-queues it. None when idle, busy or too soon.
+        """Pop one queued type and send its full state; a failure retries it later. None when idle, busy or too soon.
 
         At most one type starts per ``DRAIN_SPACING`` (one second), counted from the previous start, whoever asks:
         beat's tick, the follow-up a drain schedules (:meth:`next_drain_in`), or a new request's nudge.
         """
-        drain_lock = self._lock("drain", RESYNC_LOCK_SECONDS)
-        if not drain_lock.acquire(blocking=False):
+        lease = self._lease("drain")
+        if not lease.acquire():
             return None
         try:
+            self.queue.recover()  # the lease is ours: whatever is in flight was left by a drain that died
             now = self._clock()
             if self._since_last_start(now) < DRAIN_SPACING:
                 return None
-            item = self.queue.pop()
+            item = self.queue.pop(owner=lease.owner, now=now)
             if item is None:
                 return None
             self._redis.set(self._last_start_key, repr(now))
-            return self._resync(item.type, item.waited())
+            return self._resync(item.type, item.waited(now))
         finally:
-            _release(drain_lock)
+            lease.release()
 
     def next_drain_in(self) -> float | None:
-        """Seconds until the next type may start, or None when nothing waits."""
-        if self.queue.length() == 0:
+        """Settle the queue (``ResyncQueue.settle``); seconds until the next type may start, None when nothing waits."""
+        now = self._clock()
+        if self.queue.settle(self._lease_key("drain"), RESYNCABLE, now=now) == 0:
             return None
-        return max(0.0, DRAIN_SPACING - self._since_last_start(self._clock()))
+        return max(0.0, DRAIN_SPACING - self._since_last_start(now))
 
     @property
     def _last_start_key(self) -> str:
@@ -137,23 +142,37 @@ class Agent:
 
     def _resync(self, name: str, waited: float) -> SendReport | None:
         kind = status_type(name)
-        if not kind.resyncable:
-            log.warning("hub=%s %s cannot be resynced; dropped from the queue", self.hub, kind.short)
-            return None
-        if self.inventory.filling(kind.short):
-            log.info("hub=%s resync of %s waits: its inventory is being listed from the hub", self.hub, kind.short)
-            self.queue.push([kind.short])
-            return None
-        log.info("hub=%s resync of %s starts after %.1fs in the queue", self.hub, kind.short, waited)
-        answers = self.queue.take_answers(kind.short)
         try:
-            with self._type_lock(kind, RESYNC_LOCK_SECONDS, wait=DRAIN_WAIT_SECONDS):
+            if not kind.resyncable:
+                log.warning("hub=%s %s cannot be resynced; dropped from the queue", self.hub, kind.short)
+                return None
+            if self.inventory.filling(kind.short):
+                log.info("hub=%s resync of %s waits: its inventory is being listed from the hub", self.hub, kind.short)
+                self.queue.push([kind.short])
+                return None
+            return self._send_resync(kind, waited)
+        finally:
+            self.queue.done(kind.short)
+
+    def _send_resync(self, kind: StatusType, waited: float) -> SendReport | None:
+        log.info("hub=%s resync of %s starts after %.1fs in the queue", self.hub, kind.short, waited)
+        answers = self.queue.answers(kind.short)
+        try:
+            with self._type_lease(kind, wait=DRAIN_WAIT_SECONDS):
                 report = self.emitter.full_resync(kind, answers)
         except Exception as error:
             self._failed(kind, "resync", error)
-            self.queue.give_back_answers(kind.short, answers)
-            self.queue.push([kind.short])
+            retry = self.queue.retry_later(kind.short, now=self._clock())
+            log.warning(
+                "hub=%s resync of %s failed %d time(s) in a row; next try in %.0fs",
+                self.hub,
+                kind.short,
+                retry.attempts,
+                retry.at - self._clock(),
+            )
             return None
+        self.queue.answered(kind.short, answers)
+        self.queue.succeeded(kind.short)
         self.state.clear_error(kind.short)
         return report
 
@@ -176,7 +195,7 @@ class Agent:
 
     def _sync_one(self, kind: StatusType, now: float, result: TickResult) -> None:
         try:
-            with self._type_lock(kind, SYNC_LOCK_SECONDS, wait=None):
+            with self._type_lease(kind, wait=None):
                 self.state.update(kind.short, last_sync=now)
                 report = self.emitter.heartbeat(kind) if kind.kind is Kind.HEARTBEAT else self.emitter.delta(kind)
         except _Busy:
@@ -210,20 +229,19 @@ class Agent:
         log.error("hub=%s type=%s %s failed: %s", self.hub, kind.short, what, error)
         self.state.record_error(kind.short, f"{what}: {error}", self._clock())
 
-    def _lock(self, name: str, timeout: int) -> Lock:
-        lock: Lock = self._redis.lock(f"gh:{self.hub}:agent:lock:{name}", timeout=timeout, thread_local=False)
-        return lock
+    def _lease_key(self, name: str) -> str:
+        return lease_prefix(self.hub) + name
+
+    def _lease(self, name: str) -> Lease:
+        return Lease(self._redis, self._lease_key(name), seconds=LEASE_SECONDS)
 
     @contextmanager
-    def _type_lock(self, kind: StatusType, timeout: int, wait: float | None) -> Iterator[None]:
-        lock = self._lock(f"type:{kind.short}", timeout)
-        acquired = lock.acquire(blocking=wait is not None, blocking_timeout=wait)
-        if not acquired:
+    def _type_lease(self, kind: StatusType, wait: float | None) -> Iterator[None]:
+        lease = self._lease(f"type:{kind.short}")
+        if not lease.acquire(wait=wait):
             raise _Busy(kind.short)
-        try:
+        with lease:
             yield
-        finally:
-            _release(lock)
 
 
 class _Busy(Exception):
@@ -232,10 +250,3 @@ class _Busy(Exception):
 
 def _due(last: float | None, interval: timedelta, now: float) -> bool:
     return last is None or now + DUE_SLACK >= last + interval.total_seconds()
-
-
-def _release(lock: Lock) -> None:
-    try:
-        lock.release()
-    except redis.exceptions.LockError:
-        log.warning("lock %s expired before it was released", lock.name)

@@ -16,6 +16,7 @@ from prometheus_client.registry import Collector
 
 from agent_tasks.config import AgentConfig
 from agent_tasks.kube.status import SourceStatus
+from agent_tasks.lease import held_leases
 from agent_tasks.redisutil import text
 from agent_tasks.resync_queue import ResyncQueue
 from agent_tasks.state import StateStore
@@ -75,7 +76,37 @@ class AgentCollector(Collector):
             if not name.startswith("last_"):
                 listener.add_metric([self._hub, name], float(text(raw)))
         yield listener
+        yield from self._resync_metrics(now)
         yield from self._source_metrics(now)
+
+    def _resync_metrics(self, now: float) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        """Resyncs in flight and retrying, leases, queue repairs: what shows a stuck agent."""
+        running = GaugeMetricFamily(
+            "globalhub_agent_resync_in_flight_seconds", "How long each resync in flight has run", labels=["hub", "type"]
+        )
+        for entry in self._queue.in_flight():
+            running.add_metric([self._hub, entry.type], now - entry.started_at)
+        yield running
+        failures = GaugeMetricFamily(
+            "globalhub_agent_resync_failures_in_a_row",
+            "Failed resyncs of a type since its last success (retried with backoff)",
+            labels=["hub", "type"],
+        )
+        for name, attempts in self._queue.attempts().items():
+            failures.add_metric([self._hub, name], attempts)
+        yield failures
+        leases = GaugeMetricFamily(
+            "globalhub_agent_lease_held_seconds", "How long each lease has been held", labels=["hub", "lease"]
+        )
+        for lease in held_leases(self._redis, self._hub, now):
+            if lease.held_seconds is not None:
+                leases.add_metric([self._hub, lease.name], lease.held_seconds)
+        yield leases
+        repairs = CounterMetricFamily(
+            "globalhub_agent_resync_queue_repairs", "Entries the queue's self-repair restored", labels=["hub"]
+        )
+        repairs.add_metric([self._hub], self._queue.repairs())
+        yield repairs
 
     def _source_metrics(self, now: float) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         """The Kubernetes source, when this hub has one (``python -m agent_tasks.watch_kube``)."""

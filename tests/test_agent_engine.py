@@ -6,6 +6,10 @@ complete types, send modes, and what happens when Kafka refuses a send.
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import signal
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,11 +18,13 @@ from typing import Any
 import pytest
 import redis
 
+from agent_tasks.ctl import status
 from agent_tasks.emitter import Emitter, SendMode
 from agent_tasks.engine import Agent
 from agent_tasks.intervals import Intervals
 from agent_tasks.inventory import Change, Cursor, RedisInventory
-from agent_tasks.resync_queue import ResyncQueue
+from agent_tasks.lease import LEASE_SECONDS, Lease, lease_prefix
+from agent_tasks.resync_queue import ResyncQueue, Retry
 from agent_tasks.simulate import cluster_changes
 from agent_tasks.state import StateStore
 from agent_tasks.types import RESYNC_ORDER
@@ -188,6 +194,7 @@ def test_every_message_of_a_resync_carries_the_requests_it_answers_and_a_failed_
 
     harness.emitter.producer = good
     harness.clock.advance(1)
+    assert harness.agent.next_drain_in() == 0  # the tick: the retry is due
     harness.agent.drain()
     frames = harness.sent(2)
     assert [frame.event.extensions.get("ghrequests") for frame in frames] == ["7,8", "7,8"]
@@ -203,20 +210,45 @@ def test_draining_an_empty_queue_sends_nothing(harness: Harness) -> None:
     assert harness.reader.read(timeout=1.0) == []
 
 
-def test_a_resync_that_kafka_did_not_confirm_goes_back_into_the_queue(
+def test_a_resync_that_kafka_did_not_confirm_is_retried_with_a_backoff_that_doubles(
     harness: Harness, redis_url: str, hub_name: str
 ) -> None:
     populate(harness, 2)
-    dead = ConfirmedProducer(KafkaSettings(bootstrap_servers="127.0.0.1:9"), **{"message.timeout.ms": 1500})
-    harness.emitter.producer = dead
-    harness.agent.queue.push([CLUSTERS, "policy.localspec"])
+    good = harness.emitter.producer
+    harness.emitter.producer = ConfirmedProducer(
+        KafkaSettings(bootstrap_servers="127.0.0.1:9"), **{"message.timeout.ms": 1500}
+    )
+    harness.agent.queue.push([CLUSTERS])
 
     assert harness.agent.drain() is None
-
-    assert [w.type for w in harness.agent.queue.items()] == ["policy.localspec", CLUSTERS]
+    assert harness.agent.queue.items() == []
+    assert harness.agent.queue.retries() == [Retry(CLUSTERS, 1, T0 + 1)]
     state = StateStore(harness.redis, harness.hub).get(CLUSTERS)
     assert state.last_error.startswith("resync:")
     assert VersionStore(harness.redis, harness.hub).get(CLUSTERS) == Version(0, 0)  # nothing counted as sent
+
+    harness.clock.advance(0.5)
+    assert harness.agent.next_drain_in() is None  # not due yet
+    harness.clock.advance(0.5)
+    assert harness.agent.next_drain_in() == 0
+    assert harness.agent.drain() is None  # the second failure in a row waits twice as long
+    assert harness.agent.queue.retries() == [Retry(CLUSTERS, 2, T0 + 1 + 2)]
+    report = status(harness.redis, harness.hub, now=harness.clock())
+    assert report["retrying"] == [
+        {"type": CLUSTERS, "failures_in_a_row": 2, "next_try_in_seconds": 2.0, "last_error": state_error(harness)}
+    ]
+
+    harness.emitter.producer = good
+    harness.clock.advance(2)
+    harness.agent.next_drain_in()
+    assert harness.agent.drain() is not None
+    assert harness.agent.queue.retries() == []
+    assert harness.agent.queue.attempts() == {}
+    assert StateStore(harness.redis, harness.hub).get(CLUSTERS).last_error == ""
+
+
+def state_error(harness: Harness) -> str:
+    return StateStore(harness.redis, harness.hub).get(CLUSTERS).last_error
 
 
 def test_a_resync_waits_while_a_source_is_still_listing_the_type(harness: Harness) -> None:
@@ -440,3 +472,67 @@ def test_the_cursor_moves_to_the_end_of_the_log_after_a_resync(harness: Harness)
         harness.clock.advance(1)
     position = harness.inventory.log_position(CLUSTERS)
     assert Cursor.parse(StateStore(harness.redis, harness.hub).get(CLUSTERS).cursor) == Cursor.at(position)
+
+
+# --- a drain that dies, a queue that is lost (issue 11) ------------------------------------------------------------
+
+
+def die_mid_resync(redis_url: str, hub: str, ready: Any) -> None:
+    """What a drain does up to the middle of a resync: both leases held, the type popped. Then it hangs."""
+    client = redis.Redis.from_url(redis_url)
+    drain_lease = Lease(client, lease_prefix(hub) + "drain")
+    type_lease = Lease(client, lease_prefix(hub) + f"type:{CLUSTERS}")
+    assert drain_lease.acquire() and type_lease.acquire()
+    assert ResyncQueue(client, hub).pop(owner=drain_lease.owner) is not None
+    ready.set()
+    time.sleep(600)
+
+
+def test_a_drain_killed_mid_resync_holds_nothing_up_and_its_type_is_resynced_within_seconds(
+    harness: Harness, redis_url: str
+) -> None:
+    populate(harness, 3)
+    harness.agent.queue.push([CLUSTERS, "policy.localspec"])
+    context = multiprocessing.get_context("spawn")
+    ready = context.Event()
+    drain = context.Process(target=die_mid_resync, args=(redis_url, harness.hub, ready), daemon=True)
+    drain.start()
+    assert ready.wait(60)
+    os.kill(drain.pid, signal.SIGKILL)  # type: ignore[arg-type]
+    drain.join(30)
+    assert status(harness.redis, harness.hub)["in_flight"][0]["type"] == CLUSTERS
+
+    # Beat's ticks: settle, then drain. The dead drain's leases lapse within LEASE_SECONDS; its type goes back to
+    # the head of the queue and is sent first. A bound that holds at a third of normal speed.
+    deadline = time.monotonic() + 3 * LEASE_SECONDS
+    sent: list[str] = []
+    while CLUSTERS not in sent and time.monotonic() < deadline:
+        harness.clock.advance(1)
+        harness.agent.next_drain_in()
+        report = harness.agent.drain()
+        if report is not None:
+            sent.append(report.type)
+        else:
+            time.sleep(0.2)
+    assert sent[:1] == [CLUSTERS]
+    assert harness.agent.queue.in_flight() == []
+    assert [frame.short_type for frame in harness.sent(2)] == [CLUSTERS, CLUSTERS]
+
+
+def test_a_queue_list_lost_during_a_drain_costs_one_tick_and_no_request(harness: Harness) -> None:
+    populate(harness, 2)
+    harness.agent.queue.note_answers([CLUSTERS], "31")
+    harness.agent.request_resync(["policy.localspec", CLUSTERS, COMPLIANCE])
+    harness.redis.delete(f"gh:{harness.hub}:resync:queue")  # lost, while its index says three types wait
+
+    assert harness.agent.request_resync(["policy.localspec", CLUSTERS, COMPLIANCE]) == 0  # they look queued
+    assert harness.agent.next_drain_in() == 0  # the next tick
+    assert [w.type for w in harness.agent.queue.items()] == ["policy.localspec", CLUSTERS, COMPLIANCE]
+    sent = []
+    for _ in range(3):
+        report = harness.agent.drain()
+        assert report is not None
+        sent.append(report.type)
+        harness.clock.advance(1)
+    assert sent == ["policy.localspec", CLUSTERS, COMPLIANCE]
+    assert harness.agent.queue.answers(CLUSTERS) == []  # request 31 was answered

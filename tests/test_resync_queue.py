@@ -18,7 +18,7 @@ import time_machine
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent_tasks.resync_queue import ResyncQueue, Waiting
+from agent_tasks.resync_queue import InFlight, ResyncQueue, Retry, Waiting
 
 TYPES = ("managedhub.info", "managedcluster", "policy.localspec", "policy.localcompliance")
 
@@ -42,16 +42,18 @@ def waiting_types(queue: ResyncQueue) -> list[str]:
 # --- one process ---------------------------------------------------------------------------------------------------
 
 
-def test_the_requests_a_type_answers_are_noted_taken_once_and_given_back(queue: ResyncQueue) -> None:
+def test_the_requests_a_type_answers_stay_noted_until_a_resync_that_carried_them_succeeds(queue: ResyncQueue) -> None:
     queue.note_answers(["managedcluster", "policy.localspec"], "12")
     queue.note_answers(["managedcluster"], "9")
     queue.note_answers(["managedcluster"], "")  # a request without an id (an upstream manager's) notes nothing
 
-    assert queue.take_answers("managedcluster") == ["9", "12"]
-    assert queue.take_answers("managedcluster") == []  # taken by the resync that answers them
-    queue.give_back_answers("managedcluster", ["9", "12"])  # that resync failed: the next one answers them
-    assert queue.take_answers("managedcluster") == ["9", "12"]
-    assert queue.take_answers("policy.localspec") == ["12"]
+    carried = queue.answers("managedcluster")
+    assert carried == ["9", "12"]
+    assert queue.answers("managedcluster") == ["9", "12"]  # a resync that fails or dies leaves them for the next
+    queue.note_answers(["managedcluster"], "13")  # came while the resync ran: the next resync answers it
+    queue.answered("managedcluster", carried)
+    assert queue.answers("managedcluster") == ["13"]
+    assert queue.answers("policy.localspec") == ["12"]
 
 
 def test_types_come_out_in_the_order_they_were_pushed(queue: ResyncQueue) -> None:
@@ -159,6 +161,115 @@ def test_push_stamps_the_current_time_and_waited_defaults_to_now(queue: ResyncQu
 
     assert waits == {"managedcluster": 45.0, "policy.localspec": 15.0}
     assert popped == Waiting("managedcluster", start.timestamp())
+
+
+# --- nothing popped is lost, and the index heals itself (issue 11) ---------------------------------------------------
+
+DRAIN = "gh:test:agent:lock:drain"  # a drain lease key no process holds
+
+
+def test_a_popped_type_stays_in_flight_until_it_is_done(queue: ResyncQueue) -> None:
+    queue.push(["managedcluster"], now=1.0)
+    assert queue.pop(owner="host:1:2.0:ab", now=2.0) == Waiting("managedcluster", 1.0)
+
+    assert queue.in_flight() == [InFlight("managedcluster", 1.0, 2.0, "host:1:2.0:ab")]
+    queue.done("managedcluster")
+    assert queue.in_flight() == []
+
+
+def test_what_a_dead_drain_left_in_flight_goes_back_to_the_head_in_its_order(
+    queue: ResyncQueue, redis_client: redis.Redis, hub_name: str
+) -> None:
+    queue.push(["managedcluster", "policy.localspec", "managedhub.info"], now=1.0)
+    queue.pop(owner="dead", now=2.0)
+    queue.pop(owner="dead", now=3.0)
+    lease = f"gh:{hub_name}:agent:lock:drain"
+    redis_client.set(lease, "a live drain", px=5000)
+
+    assert queue.settle(lease, now=4.0) == 1  # a drain holds the lease: what is in flight is its own
+    assert len(queue.in_flight()) == 2
+
+    redis_client.delete(lease)  # the lease lapsed: its owner died
+    assert queue.settle(lease, now=5.0) == 3
+    assert waiting_types(queue) == ["managedcluster", "policy.localspec", "managedhub.info"]
+    assert queue.items()[0] == Waiting("managedcluster", 1.0)  # it keeps its first enqueue time
+    assert queue.in_flight() == []
+
+
+def test_recover_puts_back_everything_in_flight_and_keeps_a_type_requested_again_in_its_place(
+    queue: ResyncQueue,
+) -> None:
+    queue.push(["managedcluster", "policy.localspec"], now=1.0)
+    queue.pop(owner="dead", now=2.0)
+    queue.push(["managedcluster"], now=3.0)  # requested again while in flight: it waits behind policy.localspec
+
+    assert queue.recover() == ["managedcluster"]
+    assert waiting_types(queue) == ["policy.localspec", "managedcluster"]
+
+
+def test_a_lost_queue_list_is_rebuilt_from_its_index_at_the_next_settle(
+    queue: ResyncQueue, redis_client: redis.Redis
+) -> None:
+    queue.push(["managedcluster"], now=1.0)
+    queue.push(["policy.localspec", "policy.localcompliance"], now=2.0)
+    redis_client.delete(queue._list)  # the list is lost; the since hash still says the types wait
+
+    assert queue.push(["managedcluster", "policy.localspec"], now=3.0) == 0  # they look queued: not added again
+    assert queue.settle(DRAIN, now=4.0) == 3
+    assert queue.items() == [
+        Waiting("managedcluster", 1.0),
+        Waiting("policy.localspec", 2.0),
+        Waiting("policy.localcompliance", 2.0),
+    ]
+    assert queue.repairs() == 3
+
+
+def test_a_lost_index_is_rebuilt_from_the_list_and_duplicates_are_merged(
+    queue: ResyncQueue, redis_client: redis.Redis
+) -> None:
+    queue.push(["managedcluster", "policy.localspec"], now=1.0)
+    redis_client.delete(queue._since)
+    queue.push(["managedcluster"], now=2.0)  # without its index the list takes it twice
+
+    assert queue.settle(DRAIN, now=3.0) == 2
+    assert waiting_types(queue) == ["managedcluster", "policy.localspec"]
+    assert queue.push(["policy.localspec"], now=4.0) == 0
+    assert [item.type for item in (queue.pop(), queue.pop(), queue.pop()) if item] == [
+        "managedcluster",
+        "policy.localspec",
+    ]
+
+
+def test_a_type_with_unanswered_requests_is_queued_when_queue_and_index_are_both_lost(
+    queue: ResyncQueue, redis_client: redis.Redis
+) -> None:
+    queue.note_answers(["managedcluster", "policy.localspec"], "7")
+    queue.push(["managedcluster", "policy.localspec"], now=1.0)
+    redis_client.delete(queue._list, queue._since)
+
+    assert queue.settle(DRAIN, ["managedhub.info", "managedcluster", "policy.localspec"], now=2.0) == 2
+    assert waiting_types(queue) == ["managedcluster", "policy.localspec"]
+    # Once answered, nothing keeps it queued.
+    queue.pop()
+    queue.done("managedcluster")
+    queue.answered("managedcluster", ["7"])
+    queue.settle(DRAIN, ["managedcluster", "policy.localspec"], now=3.0)
+    assert waiting_types(queue) == ["policy.localspec"]
+
+
+def test_a_failed_type_is_queued_again_when_its_backoff_ends(queue: ResyncQueue) -> None:
+    assert queue.retry_later("managedcluster", now=100.0) == Retry("managedcluster", 1, 101.0)
+    assert queue.settle(DRAIN, now=100.5) == 0
+    assert queue.settle(DRAIN, now=101.0) == 1
+    assert queue.retries() == []
+    assert queue.attempts() == {"managedcluster": 1}
+
+    queue.pop()
+    assert queue.retry_later("managedcluster", now=110.0) == Retry("managedcluster", 2, 112.0)
+    assert [queue.retry_later("managedcluster", now=120.0).at - 120.0 for _ in range(6)] == [4, 8, 16, 32, 60, 60]
+    queue.succeeded("managedcluster")
+    assert queue.retries() == []
+    assert queue.attempts() == {}
 
 
 # --- the queue against a model (hypothesis) ------------------------------------------------------------------------

@@ -74,9 +74,9 @@ def test_a_requests_id_is_noted_for_each_type_it_queues_or_finds_waiting(queue: 
     handle(resync_request(hub_name, [POLICY], request_id="not an id!"), hub_name, queue)
 
     assert waiting(queue) == ["managedcluster", "policy.localspec"]
-    assert queue.take_answers("managedcluster") == ["41", "42"]
-    assert queue.take_answers("policy.localspec") == ["42"]
-    assert queue.take_answers(NOPE) == []
+    assert queue.answers("managedcluster") == ["41", "42"]
+    assert queue.answers("policy.localspec") == ["42"]
+    assert queue.answers(NOPE) == []
 
 
 def test_a_type_asked_for_twice_is_queued_once_and_a_waiting_type_keeps_its_place(
