@@ -86,6 +86,13 @@ class Emitter:
         short = status_type.short
         position = self.inventory.log_position(short)  # before listing: later changes go out as deltas
         version = self.versions.get(short)
+        # Count the changes this state covers that no delta counted yet, as upstream counts every change when it
+        # happens: two full states with one version then hold the same content. (A resync retried after changes
+        # made while Kafka was down would otherwise repeat the failed attempt's version with other content, and
+        # the manager, taking the retry for a copy, would keep rows the retry no longer lists.)
+        pending = position.added - Cursor.parse(self.state.get(short).cursor).count
+        for _ in range(max(pending, 0)):
+            version.incr()
         report = SendReport(short, "resync", version=str(version))
         if status_type.kind is Kind.HYBRID:
             payloads = _framed(frame_resync(self._hybrid_objects(status_type, report)))

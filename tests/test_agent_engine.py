@@ -29,7 +29,13 @@ from agent_tasks.simulate import cluster_changes
 from agent_tasks.state import StateStore
 from agent_tasks.types import RESYNC_ORDER
 from agent_tasks.versions import VersionStore
-from globalhub.protocol.kafka import STATUS_TOPIC_CONFIG, ConfirmedProducer, KafkaSettings, ensure_topics
+from globalhub.protocol.kafka import (
+    STATUS_TOPIC_CONFIG,
+    ConfirmedProducer,
+    DeliveryFailed,
+    KafkaSettings,
+    ensure_topics,
+)
 from globalhub.protocol.objects import MANAGED_BY_ANNOTATION
 from globalhub.protocol.version import Version
 from tests.kafka_reader import Sent, TopicReader
@@ -536,3 +542,38 @@ def test_a_queue_list_lost_during_a_drain_costs_one_tick_and_no_request(harness:
         harness.clock.advance(1)
     assert sent == ["policy.localspec", CLUSTERS, COMPLIANCE]
     assert harness.agent.queue.answers(CLUSTERS) == []  # request 31 was answered
+
+
+class RecordingRefusal:
+    """A producer that takes every message of a send, notes its version, and then says Kafka refused it."""
+
+    def __init__(self) -> None:
+        self.versions: list[str] = []
+
+    def send(self, topic: str, messages: Any, *, timeout: float | None = None) -> int:
+        for message in messages:
+            self.versions.extend(value.decode() for name, value in message.headers if name == "ce_extversion")
+        raise DeliveryFailed("refused by the test")
+
+
+def test_a_resync_retried_after_changes_carries_a_newer_version_than_the_failed_attempt(harness: Harness) -> None:
+    clusters = populate(harness, 3)
+    harness.agent.start()
+    harness.agent.queue.clear()
+    good = harness.emitter.producer
+    refusing = RecordingRefusal()
+    harness.emitter.producer = refusing  # type: ignore[assignment]
+    harness.agent.request_resync([CLUSTERS])
+    assert harness.agent.drain() is None  # its frames may still have reached Kafka in part
+    failed_attempt = Version.parse(refusing.versions[0])
+
+    harness.inventory.apply(CLUSTERS, [Change(clusters[0].object_id, None)])  # while Kafka is down
+    harness.emitter.producer = good
+    harness.clock.advance(1)
+    harness.agent.next_drain_in()
+    assert harness.agent.drain() is not None
+
+    retry = [Version.parse(frame.event.extensions["extversion"]) for frame in harness.sent(2)]
+    assert retry[0] == retry[1]
+    # Other content, so another version: one with the failed attempt's would read as a copy of it.
+    assert retry[0].newer_than(failed_attempt)
