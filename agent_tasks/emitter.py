@@ -21,6 +21,7 @@ from agent_tasks.versions import VersionStore
 from globalhub.protocol import jsonutil
 from globalhub.protocol.bundles import Frame, ObjectMetadata, dumps, frame_complete, frame_resync, pack
 from globalhub.protocol.codec import OutgoingMessage, encode
+from globalhub.protocol.digest import Digest, digest_extension
 from globalhub.protocol.events import EXT_SEND_MODE, EXT_VERSION
 from globalhub.protocol.kafka import ConfirmedProducer
 from globalhub.protocol.requests import answers_extension
@@ -156,17 +157,17 @@ class Emitter:
 
     # --- delta sync --------------------------------------------------------------------------------------------
 
-    def delta(self, status_type: StatusType) -> SendReport | None:
-        """Send what changed since the last confirmed send; None when nothing changed."""
+    def delta(self, status_type: StatusType, until: LogPosition | None = None) -> SendReport | None:
+        """Send what changed since the last confirmed send (up to ``until``, default: all); None when nothing did."""
         if status_type.kind is Kind.HYBRID:
-            return self._hybrid_delta(status_type)
-        return self._complete_delta(status_type)
+            return self._hybrid_delta(status_type, until)
+        return self._complete_delta(status_type, until)
 
-    def _hybrid_delta(self, status_type: StatusType) -> SendReport | None:
+    def _hybrid_delta(self, status_type: StatusType, end: LogPosition | None = None) -> SendReport | None:
         short = status_type.short
         started = time.monotonic()
         report: SendReport | None = None
-        until = self.inventory.log_position(short)
+        until = end or self.inventory.log_position(short)
         while True:
             cursor = Cursor.parse(self.state.get(short).cursor)
             batch = self.inventory.changes_since(short, cursor, until, DELTA_BATCH)
@@ -234,10 +235,10 @@ class Emitter:
         yield from pack(updates, "update")
         yield from pack(deletes, "delete")
 
-    def _complete_delta(self, status_type: StatusType) -> SendReport | None:
+    def _complete_delta(self, status_type: StatusType, end: LogPosition | None = None) -> SendReport | None:
         """A complete type sends its whole state when anything changed since the last confirmed send."""
         short = status_type.short
-        until = self.inventory.log_position(short)
+        until = end or self.inventory.log_position(short)
         cursor = Cursor.parse(self.state.get(short).cursor)
         changes = until.added - cursor.count
         if changes <= 0:
@@ -276,11 +277,11 @@ class Emitter:
 
     # --- heartbeat ---------------------------------------------------------------------------------------------
 
-    def heartbeat(self, status_type: StatusType) -> SendReport:
+    def heartbeat(self, status_type: StatusType, digests: Mapping[str, Digest] | None = None) -> SendReport:
+        """The heartbeat, with the anti-entropy digests given (``ghdigest``, see ``globalhub/protocol/digest.py``)."""
         version = self.versions.get(status_type.short)
-        message = encode(
-            event_type=status_type.event_type, source=self.hub, data=b"[]", extensions={EXT_VERSION: str(version)}
-        )
+        extensions: dict[str, str | int] = {EXT_VERSION: str(version), **digest_extension(digests or {})}
+        message = encode(event_type=status_type.event_type, source=self.hub, data=b"[]", extensions=extensions)
         report = SendReport(status_type.short, "heartbeat", messages=self._send(iter([message])))
         self._sent(status_type.short, version, self._clock(), report)
         return report

@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -37,7 +37,7 @@ from agent_tasks.inventory import Cursor, Inventory
 from agent_tasks.lease import LEASE_SECONDS, Lease, lease_prefix
 from agent_tasks.resync_queue import ResyncQueue
 from agent_tasks.state import StateStore, TypeState
-from agent_tasks.types import RESYNC_ORDER, STATUS_TYPES, Kind, StatusType, status_type
+from agent_tasks.types import DIGEST_TYPES, RESYNC_ORDER, STATUS_TYPES, Kind, StatusType, status_type
 from agent_tasks.versions import VersionStore
 
 log = logging.getLogger(__name__)
@@ -197,7 +197,7 @@ class Agent:
         try:
             with self._type_lease(kind, wait=None):
                 self.state.update(kind.short, last_sync=now)
-                report = self.emitter.heartbeat(kind) if kind.kind is Kind.HEARTBEAT else self.emitter.delta(kind)
+                report = self._heartbeat(kind) if kind.kind is Kind.HEARTBEAT else self.emitter.delta(kind)
         except _Busy:
             result.skipped_busy.append(kind.short)  # a resync of this type is running; it covers the changes
             return
@@ -212,6 +212,33 @@ class Agent:
         else:
             self.state.clear_error(kind.short)
         result.sent.append(report)
+
+    def _heartbeat(self, kind: StatusType) -> SendReport:
+        """The heartbeat, with the anti-entropy digest of every type whose lease is free.
+
+        Each digest must describe what the manager holds once it has read everything sent before the heartbeat. So
+        the type's lease is taken (and kept until the heartbeat is confirmed: no send of the type may come between),
+        the change log's end and the digest are read together, and a delta up to that end goes first. A type whose
+        lease is taken (a resync or delta runs) or whose delta fails is left out this time.
+        """
+        with ExitStack() as held:
+            digests = {}
+            for name in DIGEST_TYPES:
+                lease = self._lease(f"type:{name}")
+                if not lease.acquire():
+                    continue
+                held.enter_context(lease)
+                position, digest = self.inventory.digest_at(name)
+                try:
+                    report = self.emitter.delta(status_type(name), until=position)
+                except Exception as error:
+                    log.warning(
+                        "hub=%s no digest of %s with this heartbeat: its delta failed: %s", self.hub, name, error
+                    )
+                    continue
+                if report is None or not report.lost_changes:
+                    digests[name] = digest
+            return self.emitter.heartbeat(kind, digests)
 
     # --- requests ----------------------------------------------------------------------------------------------
 

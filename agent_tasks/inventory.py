@@ -5,7 +5,10 @@ Layout (``<hub>`` is the hub name, ``<type>`` the short event type such as ``man
 * ``gh:<hub>:inv:<type>``: a hash, object id -> the object's JSON;
 * ``gh:<hub>:changes:<type>``: a stream of changes (``op`` = ``upsert``/``delete``, ``id``), for delta sync;
 * ``gh:<hub>:inv:filling:<type>``: present (with a short expiry, renewed) while a source lists the type from
-  scratch: a full resync of it then waits, since it would send a partial inventory as if it were whole.
+  scratch: a full resync of it then waits, since it would send a partial inventory as if it were whole;
+* ``gh:<hub>:inv:digest:<type>`` (``n``: rows, ``h``: 16 hex digits) and ``gh:<hub>:inv:dg:<type>`` (object id ->
+  ``<rows>:<hash>``): the type's anti-entropy digest (``globalhub/protocol/digest.py``), kept up to date by every
+  write in the same MULTI as the objects, one changed entry at a time.
 
 Writes go through :meth:`RedisInventory.apply` so that the hash and the change log move together (one MULTI).
 A Kubernetes-backed inventory would implement the same three read methods.
@@ -20,11 +23,41 @@ from typing import Any, Protocol
 import redis
 
 from agent_tasks.redisutil import text
+from agent_tasks.types import DIGEST_TYPES, digest_of
 from globalhub.protocol import jsonutil
+from globalhub.protocol.digest import Digest
 
 SCAN_BATCH = 1000
 CHANGE_LOG_MAX = 1_000_000
 FILLING_TTL = 30  # seconds a "being listed" mark lasts unless renewed (a source that died leaves no lasting mark)
+
+# KEYS: entry digests hash, aggregate hash. ARGV: (id, rows, hash hex) triples; rows -1: the entry is gone.
+# XORs each entry's old contribution out and its new one in, on two 32-bit halves (Lua's bit library).
+_DIGEST = """
+local function halves(h) return tonumber(string.sub(h, 1, 8), 16), tonumber(string.sub(h, 9, 16), 16) end
+local total = redis.call('HMGET', KEYS[2], 'n', 'h')
+local n = tonumber(total[1] or '0')
+local hi, lo = 0, 0
+if total[2] then hi, lo = halves(total[2]) end
+for i = 1, #ARGV, 3 do
+  local id, rows = ARGV[i], tonumber(ARGV[i + 1])
+  local old = redis.call('HGET', KEYS[1], id)
+  if old then
+    local old_rows, old_hash = string.match(old, '^(%d+):(%x+)$')
+    local a, b = halves(old_hash)
+    hi, lo, n = bit.bxor(hi, a), bit.bxor(lo, b), n - tonumber(old_rows)
+  end
+  if rows >= 0 then
+    local a, b = halves(ARGV[i + 2])
+    hi, lo, n = bit.bxor(hi, a), bit.bxor(lo, b), n + rows
+    redis.call('HSET', KEYS[1], id, rows .. ':' .. ARGV[i + 2])
+  elseif old then
+    redis.call('HDEL', KEYS[1], id)
+  end
+end
+redis.call('HSET', KEYS[2], 'n', n, 'h', bit.tohex(hi, 8) .. bit.tohex(lo, 8))
+return n
+"""
 
 
 class Inventory(Protocol):
@@ -52,6 +85,10 @@ class Inventory(Protocol):
 
     def filling(self, short_type: str) -> bool:
         """Whether a source is listing the type right now, so that what the inventory holds may be partial."""
+        ...
+
+    def digest_at(self, short_type: str) -> tuple[LogPosition, Digest]:
+        """Where the change log ends and the type's anti-entropy digest at that point, read together."""
         ...
 
 
@@ -117,6 +154,7 @@ class RedisInventory:
     def __init__(self, client: redis.Redis, hub: str) -> None:
         self._redis = client
         self._hub = hub
+        self._digest = client.register_script(_DIGEST)
 
     def objects_key(self, short_type: str) -> str:
         return f"gh:{self._hub}:inv:{short_type}"
@@ -188,11 +226,12 @@ class RedisInventory:
     def ids(self, short_type: str) -> set[str]:
         return {text(key) for key in self._redis.hkeys(self.objects_key(short_type))}
 
-    def apply(self, short_type: str, changes: Iterable[Change], *, chunk: int = 500) -> int:
+    def apply(self, short_type: str, changes: Iterable[Change], *, chunk: int = 500, log_changes: bool = True) -> int:
         """Write upserts and deletes, logging each in the change stream; returns the number applied.
 
         Each chunk is one MULTI: the hash takes the chunk's last state of every object in one HSET and one HDEL,
-        and the change stream one entry per change, in order.
+        the digest the change of each, and the change stream one entry per change, in order. ``log_changes=False``
+        writes behind the change stream (what a missed watch event or a bug would leave): only the digest tells.
         """
         count = 0
         batch: list[Change] = []
@@ -200,13 +239,13 @@ class RedisInventory:
             batch.append(change)
             count += 1
             if len(batch) >= chunk:
-                self._write(short_type, batch)
+                self._write(short_type, batch, log_changes)
                 batch = []
         if batch:
-            self._write(short_type, batch)
+            self._write(short_type, batch, log_changes)
         return count
 
-    def _write(self, short_type: str, batch: list[Change]) -> None:
+    def _write(self, short_type: str, batch: list[Change], log_changes: bool = True) -> None:
         final: dict[str, dict[str, Any] | None] = {}
         for change in batch:
             final.pop(change.object_id, None)
@@ -218,11 +257,95 @@ class RedisInventory:
             pipe.hset(self.objects_key(short_type), mapping=upserts)  # type: ignore[arg-type]
         if deletes:
             pipe.hdel(self.objects_key(short_type), *deletes)
+        self._update_digest(pipe, short_type, upserts, deletes)
         changes_key = self.changes_key(short_type)
-        for change in batch:
+        for change in batch if log_changes else ():
             fields = {"op": "upsert" if change.obj is not None else "delete", "id": change.object_id}
             pipe.xadd(changes_key, fields, maxlen=CHANGE_LOG_MAX, approximate=True)  # type: ignore[arg-type]
         pipe.execute()
 
     def clear(self, short_type: str) -> None:
-        self._redis.delete(self.objects_key(short_type), self.changes_key(short_type))
+        self._redis.delete(
+            self.objects_key(short_type),
+            self.changes_key(short_type),
+            self.digest_key(short_type),
+            self.entry_digests_key(short_type),
+        )
+
+    # --- anti-entropy digest -----------------------------------------------------------------------------------
+
+    def digest_key(self, short_type: str) -> str:
+        return f"gh:{self._hub}:inv:digest:{short_type}"
+
+    def entry_digests_key(self, short_type: str) -> str:
+        return f"gh:{self._hub}:inv:dg:{short_type}"
+
+    def _update_digest(
+        self, pipe: redis.client.Pipeline, short_type: str, upserts: dict[str, bytes], deletes: list[str]
+    ) -> None:
+        if short_type not in DIGEST_TYPES:
+            return
+        args: list[str | int] = []
+        for object_id, encoded in upserts.items():
+            contribution = digest_of(short_type, encoded, self._hub) or Digest()
+            args += [object_id, contribution.count, contribution.hex]
+        for object_id in deletes:
+            args += [object_id, -1, ""]
+        if args:
+            self._digest(keys=[self.entry_digests_key(short_type), self.digest_key(short_type)], args=args, client=pipe)
+
+    def digest(self, short_type: str) -> Digest:
+        """The type's digest as kept by the writes."""
+        count, hex_hash = self._redis.hmget(self.digest_key(short_type), ["n", "h"])
+        return _digest(count, hex_hash)
+
+    def digest_at(self, short_type: str) -> tuple[LogPosition, Digest]:
+        """The change log's end and the digest, read together (one MULTI): the digest of the inventory as of that
+        position in the log. An inventory written before digests were kept gets its digest built first."""
+        if short_type in DIGEST_TYPES and not self._redis.exists(self.digest_key(short_type)):
+            self.rebuild_digest(short_type)
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.xinfo_stream(self.changes_key(short_type))
+        pipe.hmget(self.digest_key(short_type), ["n", "h"])
+        info, (count, hex_hash) = pipe.execute(raise_on_error=False)
+        if isinstance(info, Exception):  # no change was ever logged for this type
+            position = LogPosition("0-0", 0, 0)
+        else:
+            position = LogPosition(text(info["last-generated-id"]), int(info["entries-added"]), int(info["length"]))
+        return position, _digest(count, hex_hash)
+
+    def rebuild_digest(self, short_type: str) -> None:
+        """Build the type's digest from every object (an inventory written before digests were kept). Optimistic:
+        should the objects change meanwhile, it starts over (WATCH)."""
+
+        def build(pipe: redis.client.Pipeline) -> None:
+            entries: dict[str, str] = {}
+            total = Digest()
+            for object_id, encoded in pipe.hscan_iter(self.objects_key(short_type), count=SCAN_BATCH):
+                contribution = digest_of(short_type, bytes(encoded), self._hub) or Digest()
+                entries[text(object_id)] = f"{contribution.count}:{contribution.hex}"
+                total = Digest(total.count + contribution.count, total.with_rows(0, contribution.hash).hash)
+            pipe.multi()
+            pipe.delete(self.entry_digests_key(short_type))
+            if entries:
+                pipe.hset(self.entry_digests_key(short_type), mapping=entries)  # type: ignore[arg-type]
+            pipe.hset(self.digest_key(short_type), mapping={"n": total.count, "h": total.hex})
+
+        self._redis.transaction(build, self.objects_key(short_type))
+
+    def computed_digest(self, short_type: str) -> Digest | None:
+        """The digest computed from every object (what the kept one must equal); None for a type without one."""
+        if short_type not in DIGEST_TYPES:
+            return None
+        count, xor = 0, Digest()
+        for _, encoded in self.list_encoded(short_type):
+            contribution = digest_of(short_type, encoded, self._hub) or Digest()
+            count += contribution.count
+            xor = xor.with_rows(0, contribution.hash)
+        return Digest(count, xor.hash)
+
+
+def _digest(count: bytes | str | None, hex_hash: bytes | str | None) -> Digest:
+    if count is None or hex_hash is None:
+        return Digest()
+    return Digest.parse(int(text(count)), text(hex_hash))

@@ -16,7 +16,9 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import Any, Final
 
-from globalhub.protocol.bundles import ObjectMetadata
+from globalhub.protocol import jsonutil
+from globalhub.protocol.bundles import ObjectMetadata, dumps
+from globalhub.protocol.digest import Digest, entry_digest_of_compliance, entry_digest_of_object
 from globalhub.protocol.events import EVENT_TYPE_PREFIX, RESYNC_TYPES, EventType
 from globalhub.protocol.objects import MANAGED_BY_ANNOTATION, cluster_claim_id, object_name, object_uid
 
@@ -102,3 +104,24 @@ def status_type(name: str) -> StatusType:
         return STATUS_TYPES[short]
     except KeyError:
         raise KeyError(f"unknown status type {name!r}; known: {', '.join(STATUS_TYPES)}") from None
+
+
+def digest_of(short_type: str, encoded: bytes, hub: str) -> Digest | None:
+    """What one inventory entry adds to its type's anti-entropy digest (``globalhub/protocol/digest.py``), or None
+    for a type without one. A hybrid object counts as the manager will store it: tweaked and encoded as sent."""
+    kind = STATUS_TYPES.get(short_type)
+    if kind is None:
+        return None
+    if kind.kind is Kind.HYBRID and kind.tweak is not None and kind.id_of is not None:
+        obj = kind.tweak(jsonutil.loads(encoded), hub)
+        object_id = kind.id_of(obj)
+        return Digest() if object_id is None else entry_digest_of_object(object_id, dumps(obj))
+    if short_type == LOCAL_COMPLIANCE.short:
+        entry = jsonutil.loads(encoded)
+        return entry_digest_of_compliance(entry) if isinstance(entry, dict) else Digest()
+    return None
+
+
+DIGEST_TYPES: Final = tuple(
+    name for name, kind in STATUS_TYPES.items() if kind.kind is Kind.HYBRID or name == LOCAL_COMPLIANCE.short
+)

@@ -19,7 +19,7 @@ import statistics
 import sys
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -48,20 +48,26 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args()
 
+    print(json.dumps(in_scratch_database(run, args, keep=args.keep)))
+
+
+def in_scratch_database(
+    run: Callable[[argparse.Namespace], dict[str, float | int]], args: argparse.Namespace, *, keep: bool = False
+) -> dict[str, float | int]:
+    """``run(args)`` with Django on a new database (dropped afterwards unless ``keep``); its figures."""
     base = os.environ.get("DATABASE_URL", "postgres://globalhub:globalhub@127.0.0.1:55432/globalhub")
     admin, name, url = scratch_database(base)
     os.environ["DATABASE_URL"] = url
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "globalhub.settings")
     try:
-        figures = run(args)
+        return run(args)
     finally:
-        if not args.keep:
+        if not keep:
             from django.db import connections
 
             connections.close_all()
             with psycopg.connect(admin, autocommit=True) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    print(json.dumps(figures))
 
 
 def read_to_the_end(topics: Sequence[str]) -> Mapping[str, Mapping[int, int]]:

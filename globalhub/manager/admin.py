@@ -17,6 +17,7 @@ from globalhub.manager.lifecycle import MAX_CLOCK_SKEW
 from globalhub.manager.models import (
     ConsumedPosition,
     DeadLetter,
+    Divergence,
     Hub,
     HubInfo,
     HubTypeStatus,
@@ -62,9 +63,15 @@ class HubTypeStatusInline(ReadOnlyInline):
         "stalls",
         "refused",
         "last_refusal",
+        "digest_checked_at",
+        "digest_agreed",
+        "diverged_in_a_row",
     )
     readonly_fields = fields
-    verbose_name_plural = "what the manager last received, per type (refused: bundles refused in a row)"
+    verbose_name_plural = (
+        "what the manager last received, per type (refused: bundles refused in a row; digest: the hub's "
+        "anti-entropy digest compared with the rows)"
+    )
 
 
 class ResyncTargetInline(ReadOnlyInline):
@@ -255,6 +262,21 @@ class LocalComplianceAdmin(ReadOnlyAdmin):
     list_display = ["hub", "policy_id", "cluster_name", "compliance", "updated_at"]
     list_filter = ["compliance", "hub"]
     search_fields = ["cluster_name", "policy_id"]
+
+
+@admin.register(Divergence)
+class DivergenceAdmin(ReadOnlyAdmin):
+    list_display = [
+        "seen_at",
+        "hub",
+        "event_type",
+        "expected_count",
+        "found_count",
+        "expected_hash",
+        "found_hash",
+        "request",
+    ]
+    list_filter = ["hub", "event_type"]
 
 
 @admin.register(DeadLetter)

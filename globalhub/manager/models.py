@@ -310,6 +310,11 @@ class HubTypeStatus(models.Model):
     last_refusal = models.TextField(blank=True, default="", db_default="")
     stalled_since = models.DateTimeField(null=True, blank=True)
     stalls = models.IntegerField(default=0, db_default=0)
+    # Anti-entropy: the last digest the hub sent with a heartbeat, compared with the rows (see ``divergence.py``).
+    digest_checked_at = models.DateTimeField(null=True, blank=True)
+    digest_agreed = models.BooleanField(null=True, blank=True)  # None: never checked
+    diverged_in_a_row = models.IntegerField(default=0, db_default=0)
+    divergence_requested_at = models.DateTimeField(null=True, blank=True)  # the last resync a divergence asked for
 
     class Meta:
         verbose_name_plural = "hub type status"
@@ -317,6 +322,27 @@ class HubTypeStatus(models.Model):
 
     def __str__(self) -> str:
         return f"{self.hub_id} {self.event_type}"
+
+
+class Divergence(models.Model):
+    """A hub's anti-entropy digest of one type that did not match the manager's rows, when it was read."""
+
+    hub = models.ForeignKey(Hub, on_delete=models.CASCADE, related_name="divergences", db_constraint=False)
+    event_type = models.CharField(max_length=255)
+    seen_at = models.DateTimeField()
+    expected_count = models.BigIntegerField()  # the hub's
+    found_count = models.BigIntegerField()  # the manager's
+    expected_hash = models.CharField(max_length=16)
+    found_hash = models.CharField(max_length=16)
+    request = models.ForeignKey(
+        "ResyncRequest", null=True, blank=True, on_delete=models.SET_NULL, related_name="divergences"
+    )
+
+    class Meta:
+        indexes = [models.Index(fields=["hub", "event_type", "-seen_at"], name="divergence_hub_type_seen")]
+
+    def __str__(self) -> str:
+        return f"{self.hub_id} {self.event_type}: {self.expected_count} expected, {self.found_count} found"
 
 
 class ResyncRequest(models.Model):
@@ -334,6 +360,7 @@ class ResyncRequest(models.Model):
         PERIODIC = "periodic"
         FIRST_SEEN = "first_seen"  # a hub the manager did not know (new, or deleted and speaking again)
         STALLED = "stalled"  # a type whose bundles kept being refused
+        DIVERGED = "diverged"  # the hub's digest of a type differs from the manager's rows
 
     subject = models.CharField(max_length=200)  # a hub name or "broadcast"
     types = models.JSONField()  # full event type strings

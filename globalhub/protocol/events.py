@@ -58,6 +58,8 @@ EXT_SEND_MODE: Final = "sendmode"
 # Our resync framing (upstream sends one unframed ``resync_metadata`` bundle, see bundles.py).
 EXT_RESYNC_ID: Final = "extresyncid"
 EXT_FRAME: Final = "extframe"
+# Anti-entropy digests riding with a heartbeat (ours; see digest.py).
+EXT_DIGEST: Final = "ghdigest"
 EXT_FRAME_SEQ: Final = "extframeseq"
 EXT_FRAME_TOTAL: Final = "extframetotal"
 EXT_OBJECT_COUNT: Final = "extobjectcount"

@@ -28,6 +28,8 @@ from django.db import DatabaseError, DataError, connection, transaction
 from django.utils import timezone
 
 from globalhub.manager.answers import OpenRequests
+from globalhub.manager.digests import DIGEST_TABLES
+from globalhub.manager.divergence import check_digest
 from globalhub.manager.ingest import bulk
 from globalhub.manager.ingest.admission import Verdict
 from globalhub.manager.ingest.bulk import Meanwhile, first_sight
@@ -49,6 +51,7 @@ from globalhub.manager.models import (
 )
 from globalhub.manager.resync_requests import create_request
 from globalhub.protocol.bundles import FrameKind
+from globalhub.protocol.digest import Digest, read_digests
 from globalhub.protocol.events import RESYNC_TYPES, EventType, hub_from_status_topic
 
 log = logging.getLogger(__name__)
@@ -69,6 +72,8 @@ class BatchStats:
     dead_letters: int = 0
     already_ingested: int = 0
     inactive: int = 0  # records of inactive hubs, which take no effect
+    digests_agreed: int = 0  # anti-entropy digests that matched the rows
+    digests_diverged: int = 0  # and those that did not (see ``globalhub/manager/divergence.py``)
     by_type: dict[str, int] = field(default_factory=dict)
 
     def count(self, event: StatusEvent) -> None:
@@ -99,6 +104,26 @@ class _Batch:
     slots: dict[tuple[str, EventType], SlotMemory] = field(default_factory=dict)
     frames: FrameBuffer = field(default_factory=FrameBuffer)
     stalled_states: set[tuple[str, EventType]] = field(default_factory=set)  # see HEALED_BY_NEXT_STATE
+    last_offsets: dict[tuple[str, EventType], int] = field(default_factory=dict)  # of each slot's last record
+    digests: dict[tuple[str, EventType], tuple[int, Digest]] = field(default_factory=dict)  # the last of each
+
+    def note_digests(self, event: StatusEvent) -> None:
+        """The anti-entropy digests a heartbeat carries (``ghdigest``), checked at the end of the batch."""
+        try:
+            claims = read_digests(event.extensions)
+        except ValueError as error:
+            rejected = Rejected(
+                f"heartbeat applied, its digests ignored: {error}", hub=event.hub, event_type=event.type
+            )
+            _dead_letter(event.record, rejected, self.stats)
+            return
+        for short, digest in claims.items():
+            try:
+                kind = EventType.from_any(short)
+            except ValueError:
+                continue  # a type this manager keeps no digest of
+            if kind in DIGEST_TABLES:
+                self.digests[(event.hub, kind)] = (event.record.offset, digest)
 
     def memory(self, event: StatusEvent) -> SlotMemory:
         slot = (event.hub, event.type)
@@ -157,10 +182,25 @@ def ingest_batch(records: Sequence[Record], *, topic_prefix: str) -> BatchStats:
         batch.frames.flush()
         batch.versions.save()
         _heal_stalls(save_observations(batch.observed, now), batch)
+        _check_digests(batch)
         batch.requests.save(now)
         _hub_lifecycle(batch)
         store_positions(fresh)
     return stats
+
+
+def _check_digests(batch: _Batch) -> None:
+    """Compare each hub's last digest of a type with the rows, unless a later record of the type came after it in
+    this batch (the rows then hold more than the digest describes: the next heartbeat's digest is checked)."""
+    for (hub, kind), (offset, claimed) in sorted(batch.digests.items()):
+        if hub in batch.inactive or batch.last_offsets.get((hub, kind), -1) > offset:
+            continue
+        key = (hub, kind.value)
+        request_open = bool(set(batch.requests.owed.get(key, {})) - batch.requests.found.get(key, set()))
+        if check_digest(hub, kind, claimed, batch.now, request_open=request_open):
+            batch.stats.digests_agreed += 1
+        else:
+            batch.stats.digests_diverged += 1
 
 
 def _ingest_records(records: Sequence[Record], batch: _Batch) -> None:
@@ -169,6 +209,8 @@ def _ingest_records(records: Sequence[Record], batch: _Batch) -> None:
     run: _ChunkRun | None = None
     try:
         for opened in ahead:
+            if opened.event is not None:
+                batch.last_offsets[(opened.event.hub, opened.event.type)] = opened.record.offset
             if run is not None and run.takes(opened):
                 run.add(opened)
                 continue
@@ -524,6 +566,7 @@ def _offer_complete(event: StatusEvent, batch: _Batch) -> None:
         return
     if event.type is EventType.HEARTBEAT:
         batch.heartbeat(event)  # liveness, whatever its version says
+        batch.note_digests(event)
     answering = batch.requests.answered_by(event, full_state=True)
     verdict = batch.versions.judge(event, answers_request=bool(answering))
     slot = (event.hub, event.type)
