@@ -257,7 +257,7 @@ class RedisInventory:
             pipe.hset(self.objects_key(short_type), mapping=upserts)  # type: ignore[arg-type]
         if deletes:
             pipe.hdel(self.objects_key(short_type), *deletes)
-        self._update_digest(pipe, short_type, upserts, deletes)
+        self._update_digest(pipe, short_type, upserts, deletes, final)
         changes_key = self.changes_key(short_type)
         for change in batch if log_changes else ():
             fields = {"op": "upsert" if change.obj is not None else "delete", "id": change.object_id}
@@ -281,13 +281,18 @@ class RedisInventory:
         return f"gh:{self._hub}:inv:dg:{short_type}"
 
     def _update_digest(
-        self, pipe: redis.client.Pipeline, short_type: str, upserts: dict[str, bytes], deletes: list[str]
+        self,
+        pipe: redis.client.Pipeline,
+        short_type: str,
+        upserts: dict[str, bytes],
+        deletes: list[str],
+        objects: dict[str, dict[str, Any] | None],
     ) -> None:
         if short_type not in DIGEST_TYPES:
             return
         args: list[str | int] = []
         for object_id, encoded in upserts.items():
-            contribution = digest_of(short_type, encoded, self._hub) or Digest()
+            contribution = digest_of(short_type, encoded, self._hub, objects.get(object_id)) or Digest()
             args += [object_id, contribution.count, contribution.hex]
         for object_id in deletes:
             args += [object_id, -1, ""]

@@ -106,19 +106,28 @@ def status_type(name: str) -> StatusType:
         raise KeyError(f"unknown status type {name!r}; known: {', '.join(STATUS_TYPES)}") from None
 
 
-def digest_of(short_type: str, encoded: bytes, hub: str) -> Digest | None:
+def digest_of(short_type: str, encoded: bytes, hub: str, obj: Any = None) -> Digest | None:
     """What one inventory entry adds to its type's anti-entropy digest (``globalhub/protocol/digest.py``), or None
-    for a type without one. A hybrid object counts as the manager will store it: tweaked and encoded as sent."""
+    for a type without one. A hybrid object counts as the manager will store it: tweaked and encoded as sent.
+
+    ``obj``: the entry already decoded (``encoded`` is then not parsed again); it is not changed.
+    """
     kind = STATUS_TYPES.get(short_type)
     if kind is None:
         return None
+    value = jsonutil.loads(encoded) if obj is None else obj
+    if not isinstance(value, dict):
+        return Digest() if short_type in DIGEST_TYPES else None
     if kind.kind is Kind.HYBRID and kind.tweak is not None and kind.id_of is not None:
-        obj = kind.tweak(jsonutil.loads(encoded), hub)
-        object_id = kind.id_of(obj)
-        return Digest() if object_id is None else entry_digest_of_object(object_id, dumps(obj))
+        # The tweaks change the object's top level and metadata only: copies of those leave ``value`` as it was.
+        shallow = dict(value)
+        if isinstance(shallow.get("metadata"), dict):
+            shallow["metadata"] = dict(shallow["metadata"])
+        tweaked = kind.tweak(shallow, hub)
+        object_id = kind.id_of(tweaked)
+        return Digest() if object_id is None else entry_digest_of_object(object_id, dumps(tweaked))
     if short_type == LOCAL_COMPLIANCE.short:
-        entry = jsonutil.loads(encoded)
-        return entry_digest_of_compliance(entry) if isinstance(entry, dict) else Digest()
+        return entry_digest_of_compliance(value)
     return None
 
 
