@@ -329,7 +329,7 @@ class RedisInventory:
             for object_id, encoded in pipe.hscan_iter(self.objects_key(short_type), count=SCAN_BATCH):
                 contribution = digest_of(short_type, bytes(encoded), self._hub) or Digest()
                 entries[text(object_id)] = f"{contribution.count}:{contribution.hex}"
-                total = Digest(total.count + contribution.count, total.with_rows(0, contribution.hash).hash)
+                total = total.plus(contribution)
             pipe.multi()
             pipe.delete(self.entry_digests_key(short_type))
             if entries:
@@ -342,12 +342,10 @@ class RedisInventory:
         """The digest computed from every object (what the kept one must equal); None for a type without one."""
         if short_type not in DIGEST_TYPES:
             return None
-        count, xor = 0, Digest()
+        total = Digest()
         for _, encoded in self.list_encoded(short_type):
-            contribution = digest_of(short_type, encoded, self._hub) or Digest()
-            count += contribution.count
-            xor = xor.with_rows(0, contribution.hash)
-        return Digest(count, xor.hash)
+            total = total.plus(digest_of(short_type, encoded, self._hub) or Digest())
+        return total
 
 
 def _digest(count: bytes | str | None, hex_hash: bytes | str | None) -> Digest:

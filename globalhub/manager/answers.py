@@ -86,6 +86,11 @@ class OpenRequests:
             if request.sent_at is not None and request.sent_at <= stored_at
         }
 
+    def is_open(self, hub: str, event_type: str) -> bool:
+        """Whether a request still owes the hub's answer for this type (one answered in this batch does not)."""
+        key = (hub, event_type)
+        return bool(set(self.owed.get(key, {})) - self.found.get(key, set()))
+
     def answer(self, event: StatusEvent, request_ids: set[int]) -> None:
         """The full state answering these requests was ingested whole: they are answered for its hub and type."""
         if not request_ids:

@@ -87,6 +87,10 @@ class Digest:
     def without_rows(self, count: int, row_hash: int) -> Digest:
         return Digest(self.count - count, _xor64(self.hash, row_hash))
 
+    def plus(self, other: Digest) -> Digest:
+        """The digest of both sets of rows (disjoint: different keys)."""
+        return self.with_rows(other.count, other.hash)
+
     @property
     def hex(self) -> str:
         return f"{self.hash & 0xFFFFFFFFFFFFFFFF:016x}"

@@ -195,9 +195,7 @@ def _check_digests(batch: _Batch) -> None:
     for (hub, kind), (offset, claimed) in sorted(batch.digests.items()):
         if hub in batch.inactive or batch.last_offsets.get((hub, kind), -1) > offset:
             continue
-        key = (hub, kind.value)
-        request_open = bool(set(batch.requests.owed.get(key, {})) - batch.requests.found.get(key, set()))
-        if check_digest(hub, kind, claimed, batch.now, request_open=request_open):
+        if check_digest(hub, kind, claimed, batch.now, request_open=batch.requests.is_open(hub, kind.value)):
             batch.stats.digests_agreed += 1
         else:
             batch.stats.digests_diverged += 1
