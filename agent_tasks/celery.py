@@ -16,12 +16,14 @@ from typing import Any
 from celery import Celery
 from celery.signals import after_setup_logger, worker_init
 
+from agent_tasks.beat import SteadyInterval
 from agent_tasks.config import AgentConfig
 
 log = logging.getLogger(__name__)
 
 _config = AgentConfig.from_env()
 TICK_SECONDS = 1.0
+
 
 app = Celery("agent_tasks", include=["agent_tasks.tasks"])
 app.conf.update(
@@ -38,11 +40,11 @@ app.conf.update(
     task_soft_time_limit=600,
     task_time_limit=900,
     # Beat's schedule is fixed in code: nothing to persist, so several hubs' beats can share a working directory.
-    beat_scheduler="celery.beat:Scheduler",
+    beat_scheduler="agent_tasks.beat:SteadyScheduler",
     beat_schedule={
         "tick": {
             "task": "agent.tick",
-            "schedule": TICK_SECONDS,
+            "schedule": SteadyInterval(TICK_SECONDS),
             "options": {"expires": TICK_SECONDS * 1.5},
         },
     },

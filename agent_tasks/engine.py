@@ -49,6 +49,9 @@ DRAIN_SPACING = 1.0  # one queued type per second, as upstream's 1-second ticker
 # Beat's ticks come about a second apart, a little early or late. Without slack, a 1 s interval checked at ticks
 # 0.98 s apart would be due only every other tick (2 s). A send due within this much of a tick goes at that tick.
 DUE_SLACK = 0.25
+# A time this agent stored that lies further ahead than this: the wall clock was stepped back past it (NTP, an
+# operator). Counting from it would hold everything up until the clock caught up again, so it counts as now.
+CLOCK_STEP = 2.0
 
 
 @dataclass
@@ -138,7 +141,9 @@ class Agent:
 
     def _since_last_start(self, now: float) -> float:
         raw = self._redis.get(self._last_start_key)
-        return float("inf") if raw is None else now - float(raw)
+        if raw is None or stepped_back(float(raw), now):
+            return float("inf")
+        return now - float(raw)
 
     def _resync(self, name: str, waited: float) -> SendReport | None:
         kind = status_type(name)
@@ -186,10 +191,12 @@ class Agent:
         result = TickResult([], [], [])
         for kind in STATUS_TYPES.values():
             state = states.get(kind.short, TypeState())
-            if kind.resyncable and _due(state.last_resync, intervals[RESYNC_PREFIX + kind.short], now):
+            if kind.resyncable and stepped_back(state.last_resync, now):
+                self.state.update(kind.short, last_resync=now)  # the next periodic resync counts from now
+            elif kind.resyncable and _due(state.last_resync, intervals[RESYNC_PREFIX + kind.short], now):
                 self.request_resync([kind.short], now=now)
                 result.queued.append(kind.short)
-            if _due(state.last_sync, intervals[kind.short], now):
+            if _due(state.last_sync, intervals[kind.short], now) or stepped_back(state.last_sync, now):
                 self._sync_one(kind, now, result)
         return result
 
@@ -277,3 +284,8 @@ class _Busy(Exception):
 
 def _due(last: float | None, interval: timedelta, now: float) -> bool:
     return last is None or now + DUE_SLACK >= last + interval.total_seconds()
+
+
+def stepped_back(last: float | None, now: float) -> bool:
+    """Whether ``last``, a time stored by this agent, lies ahead of ``now``: the wall clock was stepped back."""
+    return last is not None and last > now + CLOCK_STEP

@@ -84,7 +84,8 @@ _RECOVER = "local recovered = {}\n" + _RECOVER_BODY + "return recovered\n"
 # ARGV: now, type... (the types whose answers keys follow, in the same order).
 # Puts back what is in flight when no drain holds the lease (its drain died), makes list and since agree (one
 # entry each, in list order, then orphans of the hash by enqueue time), queues types with unanswered requests
-# that wait nowhere, and queues retries that are due. Returns {length, repairs, recovered types}.
+# that wait nowhere, and queues retries that are due (or lie further ahead than any backoff: the wall clock was
+# stepped back). Returns {length, repairs, recovered types}.
 _SETTLE = (
     """
 local recovered = {}
@@ -123,12 +124,16 @@ if rewrite then
   if #order > 0 then redis.call('RPUSH', KEYS[1], unpack(order)) end
 end
 if repairs > 0 then redis.call('INCRBY', KEYS[5], repairs) end
-for _, kind in ipairs(redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', ARGV[1])) do
-  redis.call('ZREM', KEYS[4], kind)
-  if redis.call('HSETNX', KEYS[2], kind, ARGV[1]) == 1 then redis.call('RPUSH', KEYS[1], kind) end
+local now, retries = tonumber(ARGV[1]), redis.call('ZRANGE', KEYS[4], 0, -1, 'WITHSCORES')
+for i = 1, #retries, 2 do
+  local kind, at = retries[i], tonumber(retries[i + 1])
+  if at <= now or at > now + RETRY_MAX then  -- due, or beyond any backoff: the clock was stepped back
+    redis.call('ZREM', KEYS[4], kind)
+    if redis.call('HSETNX', KEYS[2], kind, ARGV[1]) == 1 then redis.call('RPUSH', KEYS[1], kind) end
+  end
 end
 return {redis.call('LLEN', KEYS[1]), repairs, recovered}
-"""
+""".replace("RETRY_MAX", repr(RETRY_MAX + 1.0))
 )
 
 

@@ -89,6 +89,16 @@ def start_consumer(env: Mapping[str, str], log_dir: Path, name: str = "consumer"
     return Process(name, python_argv("manage.py", "consume_status"), env, log_dir)
 
 
+def start_manager_celery(env: Mapping[str, str], log_dir: Path, *, concurrency: int = 2) -> list[Process]:
+    """The manager's Celery worker and beat (beat with the database scheduler, as deployed)."""
+    worker = ("-A", "globalhub", "worker", "-l", "info", "--concurrency", str(concurrency), "--without-gossip")
+    beat = ("-A", "globalhub", "beat", "-l", "info", "--scheduler", "django_celery_beat.schedulers:DatabaseScheduler")
+    return [
+        Process("manager-worker", celery_argv(*worker, "--without-mingle"), env, log_dir),
+        Process("manager-beat", celery_argv(*beat), env, log_dir),
+    ]
+
+
 def start_agent(
     env: Mapping[str, str], log_dir: Path, *, listener: bool = True, prefix: str = "agent"
 ) -> list[Process]:

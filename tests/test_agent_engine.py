@@ -368,6 +368,28 @@ def test_a_periodic_resync_is_queued_after_six_hours_by_default(harness: Harness
     assert sorted(harness.agent.sync().queued) == sorted(RESYNC_ORDER)
 
 
+def test_a_clock_stepped_back_holds_up_neither_deltas_nor_the_heartbeat_nor_the_drain_and_queues_no_resync(
+    harness: Harness,
+) -> None:
+    populate(harness, 2)
+    quiet_start(harness)
+    harness.clock.advance(60)
+    harness.agent.sync()
+    harness.sent()
+    harness.clock.advance(-360)  # NTP steps the hub's clock six minutes back
+    harness.inventory.apply(CLUSTERS, cluster_changes(harness.hub, 1, seed=8, start=80))
+    result = harness.agent.sync()
+
+    assert result.queued == []  # the periodic resyncs count from now: a step costs no resync
+    assert sorted(m.short_type for m in harness.sent(2)) == [CLUSTERS, "managedhub.heartbeat"]
+    harness.agent.queue.push([CLUSTERS])
+    assert harness.agent.next_drain_in() == 0  # the last drain's start lies ahead: it does not hold this one up
+    assert harness.agent.drain() is not None
+    harness.clock.advance(5)
+    harness.inventory.apply(CLUSTERS, cluster_changes(harness.hub, 1, seed=8, start=81))
+    assert CLUSTERS in [report.type for report in harness.agent.sync().sent]  # and the interval counts from the step
+
+
 def test_the_heartbeat_goes_every_minute_with_a_growing_generation(harness: Harness) -> None:
     harness.agent.start()
     harness.agent.queue.clear()

@@ -20,7 +20,7 @@ from django_celery_beat.models import IntervalSchedule, PeriodicTask
 from agent_tasks.inventory import Change, RedisInventory
 from agent_tasks.simulate import cluster_changes, populate
 from globalhub.manager.models import Hub, HubInfo, LocalCompliance, LocalPolicy, ManagedCluster, ResyncRequest
-from tests.helpers import Process, celery_argv, start_agent, start_consumer, wait_for
+from tests.helpers import Process, start_agent, start_consumer, start_manager_celery, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -49,31 +49,7 @@ def inventory_equals_copy(inventory: RedisInventory, hub: str) -> bool:
 
 
 def manager_processes(env: dict[str, str], log_dir: Path) -> list[Process]:
-    return [
-        start_consumer(env, log_dir),
-        Process(
-            "manager-worker",
-            celery_argv(
-                "-A", "globalhub", "worker", "-l", "info", "--concurrency", "2", "--without-gossip", "--without-mingle"
-            ),
-            env,
-            log_dir,
-        ),
-        Process(
-            "manager-beat",
-            celery_argv(
-                "-A",
-                "globalhub",
-                "beat",
-                "-l",
-                "info",
-                "--scheduler",
-                "django_celery_beat.schedulers:DatabaseScheduler",
-            ),
-            env,
-            log_dir,
-        ),
-    ]
+    return [start_consumer(env, log_dir), *start_manager_celery(env, log_dir)]
 
 
 def test_a_hub_silent_beyond_the_timeout_is_cleaned_and_comes_back_whole(

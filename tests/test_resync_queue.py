@@ -272,6 +272,15 @@ def test_a_failed_type_is_queued_again_when_its_backoff_ends(queue: ResyncQueue)
     assert queue.attempts() == {}
 
 
+def test_a_retry_further_ahead_than_any_backoff_is_due_at_once_the_clock_was_stepped_back(queue: ResyncQueue) -> None:
+    queue.retry_later("managedcluster", now=1000.0)  # due at 1001
+    assert queue.settle(DRAIN, now=1000.0 - 360) == 1  # six minutes back: waiting would take six minutes
+    queue.pop()
+    queue.done("managedcluster")
+    queue.retry_later("managedcluster", now=1000.0)  # a backoff of 2 s, at 1002
+    assert queue.settle(DRAIN, now=1000.0 - 50) == 0  # within the longest backoff: it still waits
+
+
 # --- the queue against a model (hypothesis) ------------------------------------------------------------------------
 
 operations = st.lists(
