@@ -272,6 +272,19 @@ class Tables:
         with connection.cursor() as cursor:
             cursor.execute(f"TRUNCATE {self.cluster}, {self.policy}, {self.compliance}, {self.hub_info}")
 
+    def age_rows(self) -> None:
+        """The rows look written by an older bundle than the records (their stamps back to the epoch), so the next
+        pass overwrites them as a newer resync would; a replay of the same records would be refused row by row."""
+        from django.db import connection
+
+        from globalhub.manager.models import STAMP_EPOCH
+
+        with connection.cursor() as cursor:
+            for table in (self.cluster, self.policy):
+                cursor.execute(
+                    f"UPDATE {table} SET stamp_run = %s, stamp_generation = 0, stamp_value = 0", [STAMP_EPOCH]
+                )
+
     def vacuum(self) -> None:
         """Same starting point for every timed pass: no dead tuples from the last one, fresh statistics."""
         from django.db import connection
@@ -599,6 +612,8 @@ def prepare_pass(tables: Tables, topic: str, *, empty: bool) -> None:
     tables.forget_bookkeeping(topic)
     if empty:
         tables.empty_data()
+    else:
+        tables.age_rows()
     tables.vacuum()
     connection.ensure_connection()
 
