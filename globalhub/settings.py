@@ -129,4 +129,7 @@ GLOBALHUB = ManagerSettings(
     periodic_resync_interval=env_duration("GH_PERIODIC_RESYNC_INTERVAL", "12h"),
     # A resync request still not complete this long after it was requested shows as overdue.
     resync_overdue=env_duration("GH_RESYNC_OVERDUE", "10m"),
+    # Events (the event.* streams) are kept this long after their own time; the "prune events" schedule deletes
+    # older ones.
+    event_retention=env_duration("GH_EVENT_RETENTION", "90d"),
 )

@@ -29,6 +29,8 @@ from tests.helpers import record_of, status_message
 counters = st.integers(min_value=0, max_value=2**64 - 102)
 versions = st.builds(Version, counters, counters)
 modes = st.sampled_from(list(Mode))
+# The modes whose bundles can be refused (an append-only event stream's never are: see the last property).
+versioned_modes = st.sampled_from([mode for mode in Mode if mode is not Mode.APPEND])
 BASE = datetime(2026, 1, 1, tzinfo=UTC)
 times = st.integers(min_value=-10_000, max_value=10_000).map(lambda s: BASE + timedelta(seconds=s))
 slots = st.builds(Slot, st.none() | versions, st.none() | times, st.none() | times)
@@ -48,7 +50,7 @@ def test_an_answer_to_a_request_is_admitted_and_authoritative_whatever_the_slot(
     assert verdict.admitted and verdict.authoritative
 
 
-@given(modes, versions, times, slots)
+@given(versioned_modes, versions, times, slots)
 def test_a_bundle_sent_before_the_run_began_is_refused_unless_it_answers(
     mode: Mode, incoming: Version, sent_at: datetime, slot: Slot
 ) -> None:
@@ -61,10 +63,18 @@ def test_a_bundle_sent_before_the_run_began_is_refused_unless_it_answers(
         assert verdict.admitted or (mode is not Mode.HYBRID and not new_run)
 
 
+@given(versions, st.none() | times, slots)
+def test_an_append_only_event_bundle_is_always_admitted_and_never_re_bases_the_slot(
+    incoming: Version, sent_at: datetime | None, slot: Slot
+) -> None:
+    verdict = judge(Mode.APPEND, incoming, sent_at, slot, answers_request=False)
+    assert verdict.admitted and not verdict.authoritative
+
+
 # Generation 0 starts a new run only when sent strictly after the run began. This test asserted before that a
 # Generation-0 bundle sent *at* the run's start is authoritative: that is a duplicate of the bundle that started the
 # run (a replay), which then wrote over newer rows and moved the version back. Now it starts nothing.
-@given(modes, counters, st.none() | versions, times)
+@given(versioned_modes, counters, st.none() | versions, times)
 def test_generation_zero_starts_a_new_run_only_when_sent_after_the_run_began(
     mode: Mode, value: int, last: Version | None, run: datetime
 ) -> None:
@@ -75,7 +85,7 @@ def test_generation_zero_starts_a_new_run_only_when_sent_after_the_run_began(
     assert not judge(mode, Version(0, value), run - timedelta(seconds=1), slot, answers_request=False).admitted
 
 
-@given(modes, counters, versions, times, st.integers(1, 10_000))
+@given(versioned_modes, counters, versions, times, st.integers(1, 10_000))
 def test_generation_zero_sent_before_the_newest_bundle_admitted_starts_no_run(
     mode: Mode, value: int, last: Version, run: datetime, later: int
 ) -> None:

@@ -49,6 +49,7 @@ EXPECTED = [
     (EventType.LOCAL_COMPLETE_COMPLIANCE, "policy.localcompletecompliance"),
     (EventType.LOCAL_ROOT_POLICY_EVENT, "event.localrootpolicy"),
     (EventType.LOCAL_REPLICATED_POLICY_EVENT, "event.localreplicatedpolicy"),
+    (EventType.CLUSTER_GROUP_UPGRADE_EVENT, "event.clustergroupupgrade"),
 ]
 
 
@@ -85,7 +86,6 @@ def test_from_any_accepts_the_short_key_and_the_full_type(event_type: EventType,
         PREFIX,
         PREFIX + "unknown",
         "policy.compliance",
-        "event.clustergroupupgrade",
         "io.open-cluster-management.operator.managedcluster",
         " managedcluster",
     ],
@@ -97,7 +97,6 @@ def test_from_any_accepts_the_short_key_and_the_full_type(event_type: EventType,
         "prefix-only",
         "unknown-full",
         "unregistered-global-type",
-        "dropped-upstream",
         "wrong-prefix",
         "leading-space",
     ],

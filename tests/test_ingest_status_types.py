@@ -62,11 +62,11 @@ def topic() -> Topic:
     return Topic(f"hub-{uuid.uuid4().hex[:8]}")
 
 
-def policy(name: str, uid: str | None = None) -> dict[str, Any]:
+def policy(name: str, uid: str | None = None, namespace: str = "default") -> dict[str, Any]:
     return {
         "apiVersion": "policy.open-cluster-management.io/v1",
         "kind": "Policy",
-        "metadata": {"name": name, "namespace": "default", "uid": uid or str(uuid.uuid4()), "generation": 1},
+        "metadata": {"name": name, "namespace": namespace, "uid": uid or str(uuid.uuid4()), "generation": 1},
         "spec": {"remediationAction": "inform", "disabled": False, "policy-templates": []},
         "status": {},
     }
@@ -130,6 +130,59 @@ def test_local_policies_are_upserted_deleted_and_swept_like_clusters(topic: Topi
     live = set(LocalPolicy.objects.filter(hub_id=topic.hub, deleted_at=None).values_list("policy_name", flat=True))
     assert live == {"p2", "p3"}
     assert LocalPolicy.objects.get(hub_id=topic.hub, policy_name="p0").deleted_at is not None
+
+
+def live_policies(hub: str) -> set[str]:
+    rows = LocalPolicy.objects.filter(hub_id=hub, deleted_at=None).values_list("payload", flat=True)
+    return {f"{row['metadata']['namespace']}/{row['metadata']['name']}" for row in rows}
+
+
+def test_a_delete_without_an_id_takes_the_policy_of_its_namespace_only(topic: Topic) -> None:
+    """Upstream's agent sends ``{"ns", "name"}`` for a policy without a finalizer; its manager matches both."""
+    same_name = [policy("dup-policy", namespace="ns-a"), policy("dup-policy", namespace="ns-b"), policy("other")]
+    ingest_batch([topic.record(EventType.LOCAL_POLICY_SPEC, {"update": same_name}, "1.1")], topic_prefix=PREFIX)
+    ingest_batch(
+        [topic.record(EventType.LOCAL_POLICY_SPEC, {"delete": [{"ns": "ns-a", "name": "dup-policy"}]}, "1.2")],
+        topic_prefix=PREFIX,
+    )
+    assert live_policies(topic.hub) == {"ns-b/dup-policy", "default/other"}
+
+
+def test_a_delete_without_an_id_of_a_policy_the_same_bundle_updates_leaves_it_live(topic: Topic) -> None:
+    kept, gone = policy("p", namespace="ns-a"), policy("p", namespace="ns-b")
+    ingest_batch([topic.record(EventType.LOCAL_POLICY_SPEC, {"update": [kept, gone]}, "1.1")], topic_prefix=PREFIX)
+    deletes = [{"ns": "ns-a", "name": "p"}, {"ns": "ns-b", "name": "p"}]
+    ingest_batch(
+        [topic.record(EventType.LOCAL_POLICY_SPEC, {"delete": deletes, "update": [kept]}, "1.2")],
+        topic_prefix=PREFIX,
+    )
+    assert live_policies(topic.hub) == {"ns-a/p"}  # deleted, then created again: live, as upstream's order ends
+
+
+def test_in_one_bundle_an_update_wins_over_the_resync_copy_of_the_same_object(topic: Topic) -> None:
+    """Upstream applies ``resync``, then ``create``, then ``update``: the last copy of an object wins."""
+    uid = str(uuid.uuid4())
+    resync_copy, created, updated = policy("p", uid), policy("p", uid), policy("p", uid)
+    created["spec"]["remediationAction"] = "enforce"
+    updated["spec"]["disabled"] = True
+    ingest_batch(
+        [topic.record(EventType.LOCAL_POLICY_SPEC, {"update": [updated], "resync": [resync_copy]}, "1.1")],
+        topic_prefix=PREFIX,
+    )
+    assert LocalPolicy.objects.get(hub_id=topic.hub, policy_id=uid).payload["spec"]["disabled"] is True
+    ingest_batch(
+        [topic.record(EventType.LOCAL_POLICY_SPEC, {"create": [created], "update": [updated]}, "1.2")],
+        topic_prefix=PREFIX,
+    )
+    assert LocalPolicy.objects.get(hub_id=topic.hub, policy_id=uid).payload["spec"] == updated["spec"]
+
+
+def test_an_upstream_cluster_group_upgrade_event_is_accepted_and_counted_not_dead_lettered(topic: Topic) -> None:
+    """Upstream's agent emits it and upstream's manager stores nothing: accepted, counted, no dead letter."""
+    event = {"eventName": "cgu.17a", "eventNamespace": "ztp", "message": "upgrade started", "reason": "Started"}
+    stats = ingest_batch([topic.record(EventType.CLUSTER_GROUP_UPGRADE_EVENT, [event], "0.1")], topic_prefix=PREFIX)
+    assert (stats.dead_letters, stats.not_stored, stats.by_type) == (0, 1, {"event.clustergroupupgrade": 1})
+    assert not DeadLetter.objects.filter(hub_name=topic.hub).exists()
 
 
 def test_hub_info_nested_past_what_json_can_write_again_is_a_dead_letter(topic: Topic) -> None:

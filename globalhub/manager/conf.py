@@ -21,3 +21,4 @@ class ManagerSettings:
     startup_grace: timedelta  # after a manager start, nobody is judged inactive before this has passed
     periodic_resync_interval: timedelta  # the manager-side periodic resync schedules installed by migrate
     resync_overdue: timedelta  # a resync request not complete this long after it was requested is overdue
+    event_retention: timedelta = timedelta(days=90)  # stored events older than this are deleted (prune events)

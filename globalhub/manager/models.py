@@ -174,6 +174,93 @@ class LocalCompliance(models.Model):
         return f"{self.hub_id} {self.policy_id} {self.cluster_name}: {self.compliance}"
 
 
+class HubEvent(models.Model):
+    """What the three event streams share (upstream's ``event.*`` tables): one row per event a hub reported.
+
+    Append-only: a row is inserted once, whatever redelivers or resends it (the unique constraint of each stream,
+    which names the hub: upstream's policy-event keys do not, so two hubs' events could collide). Kept for
+    ``GH_EVENT_RETENTION`` after ``created_at`` (the ``prune events`` schedule).
+    """
+
+    hub = models.ForeignKey(
+        Hub, on_delete=models.CASCADE, db_column="leaf_hub_name", related_name="+", db_constraint=False
+    )
+    event_name = models.CharField(max_length=253)
+    event_namespace = models.CharField(max_length=253, blank=True, default="")
+    message = models.TextField(blank=True, default="")
+    reason = models.CharField(max_length=255, blank=True, default="")
+    created_at = models.DateTimeField()  # the event's own time on the hub (its last observation)
+    received_at = models.DateTimeField()  # when the manager stored it
+
+    class Meta:
+        abstract = True
+
+
+class ManagedClusterEvent(HubEvent):
+    """A Kubernetes event about a managed cluster (``event.managedcluster``, upstream ``event.managed_clusters``)."""
+
+    cluster_name = models.CharField(max_length=253, blank=True, default="")
+    cluster_id = models.UUIDField(null=True, blank=True)
+    reporting_controller = models.CharField(max_length=255, blank=True, default="")
+    reporting_instance = models.CharField(max_length=255, blank=True, default="")
+    event_type = models.CharField(max_length=64, blank=True, default="")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["hub", "event_name", "created_at"], name="managed_cluster_event_once"),
+        ]
+        indexes = [models.Index(fields=["created_at"], name="cluster_event_created")]
+
+    def __str__(self) -> str:
+        return f"{self.hub_id} {self.cluster_name}: {self.reason}"
+
+
+class PolicyEvent(HubEvent):
+    """What root-policy and replicated-policy events share."""
+
+    policy_id = models.UUIDField(null=True, blank=True)
+    count = models.IntegerField(default=0)
+    source = models.JSONField(null=True, blank=True)
+    compliance = models.CharField(max_length=16, blank=True, default="")
+
+    class Meta:
+        abstract = True
+
+
+class LocalRootPolicyEvent(PolicyEvent):
+    """An event of a root policy on a hub (``event.localrootpolicy``, upstream ``event.local_root_policies``)."""
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["hub", "event_name", "count", "created_at"], name="local_root_policy_event_once"
+            ),
+        ]
+        indexes = [models.Index(fields=["created_at"], name="root_policy_event_created")]
+
+    def __str__(self) -> str:
+        return f"{self.hub_id} {self.event_name}: {self.reason}"
+
+
+class LocalPolicyEvent(PolicyEvent):
+    """An event of a policy replicated to one cluster (``event.localreplicatedpolicy``, upstream
+    ``event.local_policies``)."""
+
+    cluster_name = models.CharField(max_length=253, blank=True, default="")
+    cluster_id = models.UUIDField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["hub", "event_name", "count", "created_at"], name="local_policy_event_once"
+            ),
+        ]
+        indexes = [models.Index(fields=["created_at"], name="policy_event_created")]
+
+    def __str__(self) -> str:
+        return f"{self.hub_id} {self.cluster_name} {self.event_name}: {self.reason}"
+
+
 class CompleteFrame(models.Model):
     """A received frame of a complete-type bundle too large for one message, kept until its set is whole."""
 

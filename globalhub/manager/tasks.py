@@ -7,9 +7,10 @@ import threading
 
 from django.conf import settings
 from django.db import OperationalError
+from django.utils import timezone
 
 from globalhub.celery import app
-from globalhub.manager import lifecycle
+from globalhub.manager import lifecycle, retention
 from globalhub.manager.models import ResyncRequest
 from globalhub.manager.resync_requests import SEND_TASK, dispatch_pending, request_resyncs
 from globalhub.protocol.kafka import ConfirmedProducer, KafkaSettings, KafkaUnavailable
@@ -66,6 +67,12 @@ def probe_hubs() -> dict[str, list[str]]:
 def send_resync_requests() -> int:
     """Send pending resync requests to the hubs (after each request's commit, and every few seconds)."""
     return dispatch_pending(_producer.get(), settings.GLOBALHUB.spec_topic)
+
+
+@app.task(name="manager.prune_events", ignore_result=True)
+def prune_events() -> dict[str, int]:
+    """Delete stored events older than ``GH_EVENT_RETENTION`` (the event streams' retention)."""
+    return retention.prune_events(timezone.now(), settings.GLOBALHUB.event_retention)
 
 
 @app.task(name="manager.periodic_resync", ignore_result=True)

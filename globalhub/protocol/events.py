@@ -24,6 +24,7 @@ class EventType(StrEnum):
     LOCAL_COMPLETE_COMPLIANCE = EVENT_TYPE_PREFIX + "policy.localcompletecompliance"
     LOCAL_ROOT_POLICY_EVENT = EVENT_TYPE_PREFIX + "event.localrootpolicy"
     LOCAL_REPLICATED_POLICY_EVENT = EVENT_TYPE_PREFIX + "event.localreplicatedpolicy"
+    CLUSTER_GROUP_UPGRADE_EVENT = EVENT_TYPE_PREFIX + "event.clustergroupupgrade"
 
     @property
     def short(self) -> str:

@@ -24,9 +24,17 @@ def cluster_claim_id(cluster: dict[str, Any]) -> str | None:
 
 
 def object_name(obj: dict[str, Any]) -> str | None:
+    return _metadata_text(obj, "name")
+
+
+def object_namespace(obj: dict[str, Any]) -> str | None:
+    return _metadata_text(obj, "namespace")
+
+
+def _metadata_text(obj: dict[str, Any], key: str) -> str | None:
     metadata = obj.get("metadata")
-    name = metadata.get("name") if isinstance(metadata, dict) else None
-    return name if isinstance(name, str) else None
+    value = metadata.get(key) if isinstance(metadata, dict) else None
+    return value if isinstance(value, str) else None
 
 
 def object_uid(obj: dict[str, Any]) -> str | None:

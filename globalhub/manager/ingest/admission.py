@@ -20,6 +20,9 @@ judged in this order:
    bundles are admitted and their rows decide, one by one: a row is written only by a bundle newer than the one
    that last wrote it (:class:`Stamp`: the run, then the version, compared in that order). Upstream overwrites a
    row with an older bundle's content (a replay of 5.7 after 5.8, a straggler of 7.2 after a restart's 0.2).
+
+Append-only event streams (mode ``append``) are always admitted, after rule 1: an event overwrites nothing, and each
+is stored once, so an older, replayed or straggling bundle stores only what is new in it.
 """
 
 from __future__ import annotations
@@ -29,7 +32,6 @@ from datetime import datetime
 from enum import StrEnum
 
 from globalhub.manager.models import STAMP_EPOCH
-from globalhub.protocol.events import EventType
 from globalhub.protocol.version import Version
 
 
@@ -37,19 +39,7 @@ class Mode(StrEnum):
     COMPLETE = "complete"
     DELTA = "delta"
     HYBRID = "hybrid"
-
-
-MODES: dict[EventType, Mode] = {
-    EventType.HEARTBEAT: Mode.COMPLETE,
-    EventType.HUB_INFO: Mode.COMPLETE,
-    EventType.MANAGED_CLUSTER: Mode.HYBRID,
-    EventType.MANAGED_CLUSTER_EVENT: Mode.DELTA,
-    EventType.LOCAL_POLICY_SPEC: Mode.HYBRID,
-    EventType.LOCAL_COMPLIANCE: Mode.COMPLETE,
-    EventType.LOCAL_COMPLETE_COMPLIANCE: Mode.COMPLETE,
-    EventType.LOCAL_ROOT_POLICY_EVENT: Mode.DELTA,
-    EventType.LOCAL_REPLICATED_POLICY_EVENT: Mode.DELTA,
-}
+    APPEND = "append"  # append-only events: every bundle is admitted, each event is stored once (no overwrite)
 
 
 @dataclass(frozen=True)
@@ -98,20 +88,23 @@ def judge(
     """
     if answers_request or heals_stall:
         return Verdict(True, authoritative=True)
-    straggler = slot.run_started_at is not None and sent_at is not None and sent_at < slot.run_started_at
+    if mode is Mode.APPEND:
+        return Verdict(True)  # nothing to overwrite: an old, replayed or reordered bundle stores what is new in it
+    straggler = _straggler(sent_at, slot)
     if straggler:
-        assert slot.run_started_at is not None and sent_at is not None
-        return Verdict(
-            False,
-            reason=f"sent at {sent_at.isoformat()}, before the agent's run began ({slot.run_started_at.isoformat()})",
-        )
+        return Verdict(False, reason=straggler)
     if version.init_gen() and starts_a_run(sent_at, slot):
         return Verdict(True, authoritative=True)
-    if slot.version is None or mode is Mode.HYBRID:
-        return Verdict(True)
-    if version.newer_than_or_equal(slot.version):
+    if slot.version is None or mode is Mode.HYBRID or version.newer_than_or_equal(slot.version):
         return Verdict(True)
     return Verdict(False, reason=f"version {version} is older than {slot.version}")
+
+
+def _straggler(sent_at: datetime | None, slot: Slot) -> str:
+    """Why a bundle sent at ``sent_at`` comes from an earlier run of the agent (empty: it does not)."""
+    if slot.run_started_at is None or sent_at is None or sent_at >= slot.run_started_at:
+        return ""
+    return f"sent at {sent_at.isoformat()}, before the agent's run began ({slot.run_started_at.isoformat()})"
 
 
 def starts_a_run(sent_at: datetime | None, slot: Slot) -> bool:

@@ -33,6 +33,9 @@ class ObjectTable:
     id_column: str
     name_column: str
     hub_column: str = "leaf_hub_name"
+    # SQL for a row's namespace (None: the objects have none, as ManagedClusters). A delete without an id matches
+    # name and namespace, as upstream's does: ``ns-a/p`` never takes ``ns-b/p`` with it.
+    namespace_sql: str | None = None
 
     @property
     def stage(self) -> str:
@@ -321,10 +324,21 @@ def soft_delete_ids(
 
 
 def soft_delete_names(
-    spec: ObjectTable, hub: str, names: Sequence[str], now: datetime, stamp: Stamp, *, force: bool = False
+    spec: ObjectTable,
+    hub: str,
+    names: Sequence[tuple[str, str]],
+    now: datetime,
+    stamp: Stamp,
+    *,
+    force: bool = False,
 ) -> Deleted:
-    """Deletes that carry no usable id are matched by name, as upstream does."""
-    return _soft_delete_matching(spec, hub, spec.name_column, list(names), now, stamp, force)
+    """Deletes that carry no usable id, matched as upstream does: by (namespace, name) pairs, by name alone for a
+    type without namespaces. An absent namespace matches an absent or empty one."""
+    if spec.namespace_sql is None:
+        return _soft_delete_matching(spec, hub, spec.name_column, [name for _, name in names], now, stamp, force)
+    keys = [f"{namespace}/{name}" for namespace, name in names]
+    match = f"coalesce({spec.namespace_sql}, '') || '/' || {spec.name_column}"
+    return _soft_delete_matching(spec, hub, match, keys, now, stamp, force)
 
 
 @dataclass
@@ -334,17 +348,19 @@ class Deleted:
 
 
 def _soft_delete_matching(
-    spec: ObjectTable, hub: str, column: str, values: list[Any], now: datetime, stamp: Stamp, force: bool
+    spec: ObjectTable, hub: str, match: str, values: list[Any], now: datetime, stamp: Stamp, force: bool
 ) -> Deleted:
+    """Soft-delete the hub's live rows whose ``match`` (a column or an SQL expression over the row) is one of
+    ``values``, unless they are newer than ``stamp``."""
     if not values:
         return Deleted()
     with connection.cursor() as cursor:
-        cast = "::uuid[]" if column == spec.id_column else ""
+        cast = "::uuid[]" if match == spec.id_column else ""
         cursor.execute(
             f"""
             WITH live AS (
                 SELECT {spec.id_column} AS id, %s OR {_STAMP_OLDER} AS older FROM {spec.table} AS t
-                WHERE {spec.hub_column} = %s AND {column} = ANY(%s{cast}) AND deleted_at IS NULL
+                WHERE {spec.hub_column} = %s AND {match} = ANY(%s{cast}) AND deleted_at IS NULL
             ), gone AS (
                 UPDATE {spec.table} AS t SET deleted_at = %s, updated_at = %s,
                     stamp_run = %s, stamp_generation = %s, stamp_value = %s

@@ -362,20 +362,3 @@ def apply_complete_compliance(event: StatusEvent, rows: list[ComplianceRow], ver
             [event.hub],
         )
     return ""
-
-
-COMPLETE_KINDS: dict[EventType, CompleteKind] = {
-    EventType.HEARTBEAT: CompleteKind(parse_heartbeat, apply_heartbeat, framed=False),
-    EventType.HUB_INFO: CompleteKind(parse_hub_info, apply_hub_info, framed=False),
-    EventType.LOCAL_COMPLIANCE: CompleteKind(parse_compliance, apply_compliance, framed=True),
-    EventType.LOCAL_COMPLETE_COMPLIANCE: CompleteKind(
-        parse_complete_compliance, apply_complete_compliance, framed=True
-    ),
-}
-# Applied at the end of a batch in this order: complete compliance builds on the compliance it names.
-APPLY_ORDER = (
-    EventType.HEARTBEAT,
-    EventType.HUB_INFO,
-    EventType.LOCAL_COMPLIANCE,
-    EventType.LOCAL_COMPLETE_COMPLIANCE,
-)

@@ -40,11 +40,17 @@ IdOf = Callable[[dict[str, Any]], str | None]
 NameOf = Callable[[dict[str, Any]], str | None]
 
 
+def no_namespace(obj: dict[str, Any]) -> str | None:
+    """Objects of a cluster-scoped kind (ManagedCluster) have no namespace."""
+    return None
+
+
 @dataclass(frozen=True)
 class HybridType:
     table: bulk.ObjectTable
     id_of: IdOf
     name_of: NameOf
+    namespace_of: NameOf = no_namespace
 
 
 @dataclass
@@ -99,6 +105,7 @@ class HybridWork:
     rows: list[bulk.ObjectRow]
     skipped: int  # objects without a usable id
     resync_objects: bool = False  # it carried ``resync`` objects: full-state content, not a delta
+    upserted_names: frozenset[tuple[str, str]] = frozenset()  # (namespace or "", name) of every object it carries
 
 
 def prepare_hybrid(kind: HybridType, event: StatusEvent) -> HybridWork:
@@ -110,14 +117,18 @@ def prepare_hybrid(kind: HybridType, event: StatusEvent) -> HybridWork:
         bundle = parse_generic_bundle(event.parsed)
     except BundleError as error:
         raise Rejected(f"bad bundle shape: {error}", hub=event.hub, event_type=event.type) from None
+    # Upstream's order: ``resync``, then ``create``, then ``update`` (``create`` is folded into ``update`` in its
+    # order). An object in more than one list ends with its last copy: an update wins over the resync copy.
+    objects = bundle.resync + bundle.update
     try:
-        rows, skipped = _rows(kind, bundle.update + bundle.resync)
+        rows, skipped = _rows(kind, objects)
     except ValueError as error:  # an object JSON cannot hold again (nested too deeply)
         raise Rejected(f"an object cannot be stored: {error}", hub=event.hub, event_type=event.type) from None
+    names = frozenset((kind.namespace_of(obj) or "", name) for obj in objects if (name := kind.name_of(obj)))
     resync_objects = bool(bundle.resync)
     bundle.update.clear()  # the objects live on as rows; their parsed form is no longer needed
     bundle.resync.clear()
-    return HybridWork(bundle, rows, skipped, resync_objects)
+    return HybridWork(bundle, rows, skipped, resync_objects, names)
 
 
 def apply_hybrid(
@@ -189,7 +200,6 @@ def _apply_deletes(
 ) -> bulk.Deleted:
     """Soft-delete what the bundle deletes, except objects it also upserts: deleted, then created again."""
     upserted_ids = {row.object_id for row in work.rows}
-    upserted_names = {row.name for row in work.rows}
     ids = []
     names = []
     for entry in work.bundle.delete:
@@ -197,8 +207,10 @@ def _apply_deletes(
         if object_id is not None:
             if object_id not in upserted_ids:
                 ids.append(object_id)
-        elif entry.name and entry.name not in upserted_names:
-            names.append(entry.name)
+        elif entry.name:
+            key = ((entry.namespace or "") if kind.table.namespace_sql else "", entry.name)
+            if key not in work.upserted_names:
+                names.append(key)
     by_id = bulk.soft_delete_ids(kind.table, hub, ids, now, stamp, force=force)
     by_name = bulk.soft_delete_names(kind.table, hub, names, now, stamp, force=force)
     return bulk.Deleted(by_id.deleted + by_name.deleted, by_id.stale + by_name.stale)

@@ -11,9 +11,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from globalhub.manager.ingest.envelope import open_envelope
-from globalhub.manager.ingest.handlers import HYBRID_TYPES
 from globalhub.manager.ingest.hybrid import HybridWork, prepare_hybrid
 from globalhub.manager.ingest.records import Record, Rejected, StatusEvent
+from globalhub.manager.ingest.registry import HYBRID_TYPES
 
 log = logging.getLogger(__name__)
 

@@ -33,12 +33,20 @@ from globalhub.manager.divergence import check_digest
 from globalhub.manager.ingest import bulk
 from globalhub.manager.ingest.admission import Verdict
 from globalhub.manager.ingest.bulk import Meanwhile, first_sight
-from globalhub.manager.ingest.complete import APPLY_ORDER, CompleteKind, FrameBuffer, Incomplete, assemble, sent_time
-from globalhub.manager.ingest.handlers import COMPLETE_TYPES, HYBRID_TYPES
+from globalhub.manager.ingest.complete import CompleteKind, FrameBuffer, Incomplete, assemble, sent_time
+from globalhub.manager.ingest.eventstreams import EventStream
 from globalhub.manager.ingest.hybrid import HybridResult, SlotMemory, apply_hybrid
 from globalhub.manager.ingest.observations import Observation, Stalled, save_observations
 from globalhub.manager.ingest.opening import Lookahead, Opened
 from globalhub.manager.ingest.records import Record, Rejected, StatusEvent
+from globalhub.manager.ingest.registry import (
+    APPLY_ORDER,
+    COMPLETE_TYPES,
+    HEALED_BY_NEXT_STATE,
+    HYBRID_TYPES,
+    MODES,
+    RULES,
+)
 from globalhub.manager.ingest.versions import VersionBook
 from globalhub.manager.lifecycle import HeartbeatSeen, Timing, heartbeat_seen
 from globalhub.manager.models import (
@@ -59,9 +67,6 @@ log = logging.getLogger(__name__)
 REASON_MAX_BYTES = 1000
 # A chunk run keeps its frames' rows until it commits (to apply them one by one if refused): this bounds that.
 RUN_MAX_BYTES = 64 * 1024 * 1024
-# Complete types no resync request can ask for (upstream's complete compliance): once stalled, the next complete
-# state heals the stall itself, as the answer to a request would.
-HEALED_BY_NEXT_STATE = frozenset(t for t in COMPLETE_TYPES if t not in RESYNC_TYPES and t is not EventType.HEARTBEAT)
 
 
 @dataclass
@@ -74,10 +79,15 @@ class BatchStats:
     inactive: int = 0  # records of inactive hubs, which take no effect
     digests_agreed: int = 0  # anti-entropy digests that matched the rows
     digests_diverged: int = 0  # and those that did not (see ``globalhub/manager/divergence.py``)
+    not_stored: int = 0  # records of types the registry accepts and counts without storing them
     by_type: dict[str, int] = field(default_factory=dict)
 
     def count(self, event: StatusEvent) -> None:
         self.applied += 1
+        self.by_type[event.type.short] = self.by_type.get(event.type.short, 0) + 1
+
+    def count_not_stored(self, event: StatusEvent) -> None:
+        self.not_stored += 1
         self.by_type[event.type.short] = self.by_type.get(event.type.short, 0) + 1
 
 
@@ -175,7 +185,7 @@ def ingest_batch(records: Sequence[Record], *, topic_prefix: str) -> BatchStats:
         now = timezone.now()
         hubs = _register_hubs(fresh, topic_prefix, now)
         inactive = set(Hub.objects.filter(name__in=hubs, state=Hub.State.INACTIVE).values_list("name", flat=True))
-        batch = _Batch(topic_prefix, VersionBook.load(hubs), OpenRequests.load(hubs), inactive, stats, now)
+        batch = _Batch(topic_prefix, VersionBook.load(hubs, MODES), OpenRequests.load(hubs), inactive, stats, now)
         batch.stalled_states = _stalled_states(hubs)
         _ingest_records(fresh, batch)
         _apply_complete_states(batch)
@@ -483,17 +493,22 @@ def _ingest_one(opened: Opened, batch: _Batch, meanwhile: Meanwhile | None) -> N
             raise opened.rejected
         event = opened.event
         assert event is not None
-        if event.hub in batch.inactive and event.type is not EventType.HEARTBEAT:
-            batch.stats.inactive += 1  # its reactivation's resync brings what it says
-            return
-        if event.type in HYBRID_TYPES:
-            _apply_hybrid(opened, event, batch, meanwhile)
-        elif event.type in COMPLETE_TYPES:
-            _offer_complete(event, batch)
-        else:
+        rule = RULES.get(event.type)
+        if rule is None:
             raise Rejected(
                 f"event type {event.type.short} is not ingested by this manager", hub=event.hub, event_type=event.type
             )
+        if event.hub in batch.inactive and not rule.liveness:
+            batch.stats.inactive += 1  # its reactivation's resync brings what it says
+            return
+        if rule.hybrid is not None:
+            _apply_hybrid(opened, event, batch, meanwhile)
+        elif rule.complete is not None:
+            _offer_complete(event, batch)
+        elif rule.events is not None:
+            _store_events(rule.events, event, batch)
+        else:
+            batch.stats.count_not_stored(event)  # taken, counted, not stored (as upstream's manager drops it)
     except Rejected as rejected:
         _dead_letter(record, rejected, batch.stats)
     except DatabaseError as error:
@@ -548,6 +563,15 @@ def _apply_hybrid(opened: Opened, event: StatusEvent, batch: _Batch, meanwhile: 
             _dead_letter(event.record, rejected, batch.stats)
 
 
+def _store_events(stream: EventStream, event: StatusEvent, batch: _Batch) -> None:
+    """Store an event bundle's events (each once); a bundle with an event that cannot be stored is a dead letter."""
+    verdict = batch.versions.judge(event)
+    rows = stream.rows(event, batch.now)
+    with transaction.atomic():  # a savepoint: a rejected record leaves no partial effect
+        stream.store(rows)
+    batch.applied(event, verdict, None)
+
+
 def _offer_complete(event: StatusEvent, batch: _Batch) -> None:
     """Parse a complete state (assembling frames) and keep it if it is the newest admitted one of its slot."""
     kind = COMPLETE_TYPES[event.type]
@@ -562,7 +586,7 @@ def _offer_complete(event: StatusEvent, batch: _Batch) -> None:
     if data is None:
         batch.stats.staged_frames += 1
         return
-    if event.type is EventType.HEARTBEAT:
+    if RULES[event.type].liveness:
         batch.heartbeat(event)  # liveness, whatever its version says
         batch.note_digests(event)
     answering = batch.requests.answered_by(event, full_state=True)
@@ -639,7 +663,7 @@ def refuses_the_data(error: DatabaseError) -> bool:
 
 def _superseded(event: StatusEvent, batch: _Batch, reason: str) -> None:
     batch.stats.superseded += 1
-    if event.type is not EventType.HEARTBEAT:  # a heartbeat's version never matters: liveness took it already
+    if not RULES[event.type].liveness:  # a heartbeat's version never matters: liveness took it already
         batch.refused(event, reason)
     log.info(
         "hub=%s type=%s version=%s refused (%s), offset %s",

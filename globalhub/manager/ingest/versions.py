@@ -6,29 +6,34 @@ They are stored in ``TypeVersion``, in the batch's transaction, so a manager res
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from decimal import Decimal
 
-from globalhub.manager.ingest.admission import MODES, Slot, Stamp, Verdict, judge, next_slot, stamp_of
+from globalhub.manager.ingest.admission import Mode, Slot, Stamp, Verdict, judge, next_slot, stamp_of
 from globalhub.manager.ingest.records import StatusEvent
 from globalhub.manager.models import TypeVersion
+from globalhub.protocol.events import EventType
 from globalhub.protocol.version import Version
 
 SlotKey = tuple[str, str]  # (hub, full event type)
 
 
 class VersionBook:
-    def __init__(self, known: dict[SlotKey, Slot]) -> None:
+    """``modes``: each type's admission mode (the ingest registry's)."""
+
+    def __init__(self, known: dict[SlotKey, Slot], modes: Mapping[EventType, Mode]) -> None:
         self._slots = known
+        self._modes = modes
         self._changed: set[SlotKey] = set()
 
     @classmethod
-    def load(cls, hubs: Iterable[str]) -> VersionBook:
+    def load(cls, hubs: Iterable[str], modes: Mapping[EventType, Mode]) -> VersionBook:
         rows = TypeVersion.objects.filter(hub_id__in=list(hubs)).values_list(
             "hub_id", "event_type", "generation", "value", "run_started_at", "last_sent_at"
         )
-        return cls({(hub, t): Slot(Version(int(g), int(v)), run, last) for hub, t, g, v, run, last in rows})
+        slots = {(hub, t): Slot(Version(int(g), int(v)), run, last) for hub, t, g, v, run, last in rows}
+        return cls(slots, modes)
 
     def slot(self, event: StatusEvent) -> Slot:
         return self._slots.get((event.hub, event.type.value), Slot())
@@ -41,7 +46,7 @@ class VersionBook:
 
     def judge(self, event: StatusEvent, *, answers_request: bool = False, heals_stall: bool = False) -> Verdict:
         return judge(
-            MODES[event.type],
+            self._modes[event.type],
             event.version,
             event.time,
             self.slot(event),
