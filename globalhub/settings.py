@@ -11,7 +11,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from globalhub.envconf import env_bool, env_duration, env_int, env_str
-from globalhub.manager.conf import ManagerSettings
+from globalhub.manager.conf import ManagerSettings, shared_status_topic
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -107,6 +107,16 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
+
+def _shared_status_topic() -> str:
+    try:
+        return shared_status_topic(
+            env_str("GH_SHARED_STATUS_TOPIC", ""), env_str("GH_STATUS_TOPIC_PREFIX", "gh-status.")
+        )
+    except ValueError as error:
+        raise ImproperlyConfigured(str(error)) from None
+
+
 # globalhub itself (see README "Configuration").
 GLOBALHUB = ManagerSettings(
     spec_topic=env_str("GH_SPEC_TOPIC", "gh-spec"),
@@ -132,4 +142,7 @@ GLOBALHUB = ManagerSettings(
     # Events (the event.* streams) are kept this long after their own time; the "prune events" schedule deletes
     # older ones.
     event_retention=env_duration("GH_EVENT_RETENTION", "90d"),
+    # Upstream's bring-your-own-Kafka default: one status topic for every hub, the hub named by each event's
+    # source. Off by default: any producer on it can speak for any hub (docs/protocol.md, "Shared status topic").
+    shared_status_topic=_shared_status_topic(),
 )

@@ -169,11 +169,11 @@ class FlakyDatabase:
     def recover(self) -> None:
         self._recovered.set()
 
-    def ingest(self, records: Sequence[Record], *, topic_prefix: str) -> BatchStats:
+    def ingest(self, records: Sequence[Record], *, topic_prefix: str, shared_topic: str = "") -> BatchStats:
         if not self._recovered.is_set():
             self.failures.append(time.monotonic())
             raise OperationalError("the database is away (simulated)")
-        return ingest_batch(records, topic_prefix=topic_prefix)
+        return ingest_batch(records, topic_prefix=topic_prefix, shared_topic=shared_topic)
 
 
 def group_members(settings: KafkaSettings, group: str) -> list[tuple[str, list[str]]]:

@@ -117,6 +117,7 @@ class HubAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         "clock_skew",
         "skewed_heartbeats",
         "stalled_types",
+        "status_topic",
         "created_at",
     )
     fields = readonly_fields

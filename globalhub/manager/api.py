@@ -84,6 +84,7 @@ def _hub_json(hub: Hub) -> dict[str, Any]:
         "last_heartbeat_sent_at": hub.last_heartbeat_sent_at,
         "clock_skew_seconds": hub.clock_skew_seconds,
         "skewed_heartbeats": hub.skewed_heartbeats,
+        "status_topic": hub.status_topic or None,  # None: its own topic; else the shared topic it speaks on
     }
 
 

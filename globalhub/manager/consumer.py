@@ -53,6 +53,8 @@ class ConsumerOptions:
     group_id: str
     topic_prefix: str
     batch_size: int = 500
+    # A shared status topic read besides the per-hub topics ("" : none); its records speak for their source's hub.
+    shared_topic: str = ""
     poll_timeout: float = 1.0
     topic_refresh_ms: int = 5000
     retry_initial: float = 0.5
@@ -121,12 +123,14 @@ class StatusConsumer:
 
     def run(self) -> None:
         pattern = status_topic_pattern(self._options.topic_prefix)
-        self._consumer.subscribe([pattern], on_assign=self._on_assign, on_revoke=self._on_revoke)
+        shared = [self._options.shared_topic] if self._options.shared_topic else []
+        self._consumer.subscribe([pattern, *shared], on_assign=self._on_assign, on_revoke=self._on_revoke)
         log.info(
-            "status consumer started: group=%s instance=%s pattern=%s",
+            "status consumer started: group=%s instance=%s pattern=%s shared topic=%s",
             self._options.group_id,
             self._options.instance_id or "(dynamic)",
             pattern,
+            self._options.shared_topic or "(none)",
         )
         try:
             while not self._stopping.is_set():
@@ -179,7 +183,9 @@ class StatusConsumer:
         close_old_connections()
         started = time.monotonic()
         try:
-            stats = self._ingest(records, topic_prefix=self._options.topic_prefix)
+            stats = self._ingest(
+                records, topic_prefix=self._options.topic_prefix, shared_topic=self._options.shared_topic
+            )
         except DatabaseError as error:
             log.error(
                 "database error, batch of %d not ingested, retrying in %.1fs: %s",

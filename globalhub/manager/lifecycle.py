@@ -137,12 +137,19 @@ def _lock_partitions(topic: str, partitions: Iterable[int]) -> None:
             cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s), %s)", [topic, partition])
 
 
+def hub_topics(hubs: Iterable[str], prefix: str) -> dict[str, str]:
+    """The topic each hub's status arrives on: the shared status topic it was last seen on, else its own."""
+    names = list(hubs)
+    shared = dict(Hub.objects.filter(name__in=names).exclude(status_topic="").values_list("name", "status_topic"))
+    return {hub: shared.get(hub) or prefix + hub for hub in names}
+
+
 def deactivate(hub: str, now: datetime, timing: Timing, partitions: Iterable[int] = ()) -> bool:
     """Make ``hub`` inactive if it is active and no heartbeat was read for the timeout; clean its data in the same
     transaction. True if it did. The caller has checked that its topic was read to the end (see :func:`probe`)."""
     cutoff = now - timing.timeout
     with transaction.atomic():
-        _lock_partitions(timing.topic_prefix + hub, partitions)
+        _lock_partitions(hub_topics([hub], timing.topic_prefix)[hub], partitions)
         silent = Q(last_heartbeat__lt=cutoff) | Q(last_heartbeat__isnull=True, created_at__lt=cutoff)
         changed = Hub.objects.filter(silent, name=hub, state=Hub.State.ACTIVE).update(
             state=Hub.State.INACTIVE, state_changed_at=now
@@ -258,7 +265,8 @@ def probe(now: datetime | None = None, timing: Timing | None = None, ends: Topic
     result.in_startup_grace = started is not None and moment - started < rules.startup_grace
     quiet = [] if result.in_startup_grace else quiet_hubs(moment, rules)
     # Read after the quiet hubs were chosen: the ends cover everything stored up to now.
-    topics = [rules.topic_prefix + hub for hub in quiet]
+    topic_of = hub_topics(quiet, rules.topic_prefix)
+    topics = sorted(set(topic_of.values()))
     known: Mapping[str, Mapping[int, int]] = {}
     try:
         known = (ends or broker_topic_ends)(topics)
@@ -271,7 +279,7 @@ def probe(now: datetime | None = None, timing: Timing | None = None, ends: Topic
     else:
         result.outage_grace_until = kafka_answered(moment, rules.startup_grace)
     for hub in quiet:
-        topic = rules.topic_prefix + hub
+        topic = topic_of[hub]
         if result.kafka_unreachable:
             why = "Kafka did not answer: the ends of its topic are unknown"
         elif result.outage_grace_until is not None:

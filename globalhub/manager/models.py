@@ -37,6 +37,9 @@ class Hub(models.Model):
     # The hub's clock minus the manager's side, as the last heartbeat showed it, and how many heartbeats were off by
     # more than the tolerated skew (a hub whose clock is wrong is shown, never judged by it).
     clock_skew_seconds = models.FloatField(null=True, blank=True)
+    # The topic the hub's status arrives on when it is not its own ``<prefix><hub>``: the shared status topic
+    # (GH_SHARED_STATUS_TOPIC). The probe reads that topic's ends before judging the hub.
+    status_topic = models.CharField(max_length=255, blank=True, default="")
     skewed_heartbeats = models.IntegerField(default=0, db_default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

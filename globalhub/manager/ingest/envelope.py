@@ -6,19 +6,27 @@ from globalhub.manager.ingest.records import Record, Rejected, StatusEvent
 from globalhub.protocol import jsonutil
 from globalhub.protocol.bundles import BundleError, FrameInfo
 from globalhub.protocol.codec import InvalidEvent, decode
-from globalhub.protocol.events import EXT_VERSION, EventType, hub_from_status_topic
+from globalhub.protocol.events import EXT_VERSION, EventType, hub_from_status_topic, validate_hub_name
 from globalhub.protocol.version import Version, VersionError
 
 
-def open_envelope(record: Record, topic_prefix: str) -> StatusEvent:
-    """Check everything about a record except its type-specific payload shape."""
-    hub = hub_from_status_topic(record.topic, topic_prefix)
-    if hub is None:
+def open_envelope(record: Record, topic_prefix: str, shared_topic: str = "") -> StatusEvent:
+    """Check everything about a record except its type-specific payload shape.
+
+    On a per-hub topic (``<prefix><hub>``) the hub is the topic's and the event's source must name it. On the
+    shared status topic (``shared_topic``, when set) the hub is the event's source: any producer on that topic
+    can speak for any hub (see docs/protocol.md, "Shared status topic").
+    """
+    shared = bool(shared_topic) and record.topic == shared_topic
+    hub = None if shared else hub_from_status_topic(record.topic, topic_prefix)
+    if hub is None and not shared:
         raise Rejected(f"topic {record.topic!r} is not a hub status topic ({topic_prefix}<hub>)")
     try:
         event = decode(record.key, record.value, record.headers)
     except InvalidEvent as error:
-        raise Rejected(str(error), hub=hub) from None
+        raise Rejected(str(error), hub=hub or "") from None
+    if hub is None:
+        hub = hub_of_shared_record(event.source, record.topic, event.type)
     if event.source != hub:
         raise Rejected(
             f"source {event.source[:100]!r} is not the hub of topic {record.topic!r}: a hub may only report "
@@ -59,3 +67,24 @@ def open_envelope(record: Record, topic_prefix: str) -> StatusEvent:
         extensions=dict(event.extensions),
         parsed=parsed,
     )
+
+
+def hub_of_shared_record(source: str, topic: str, event_type: str = "") -> str:
+    """The hub a record of the shared status topic speaks for: its source, which must be a valid hub name."""
+    try:
+        return validate_hub_name(source)
+    except ValueError as error:
+        raise Rejected(
+            f"source of a record of the shared topic {topic!r} is not a hub name: {error}", event_type=event_type
+        ) from None
+
+
+def hub_of_record(record: Record, topic_prefix: str, shared_topic: str = "") -> str | None:
+    """The hub a record speaks for, read cheaply (the topic, or the shared topic's source); None: none can be told
+    (the envelope's check says why)."""
+    if not shared_topic or record.topic != shared_topic:
+        return hub_from_status_topic(record.topic, topic_prefix)
+    try:
+        return hub_of_shared_record(decode(record.key, record.value, record.headers).source, record.topic)
+    except (InvalidEvent, Rejected):
+        return None

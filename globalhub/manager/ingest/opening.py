@@ -29,10 +29,10 @@ class Opened:
     bad_payload: Rejected | None = None  # a hybrid bundle of the wrong shape (told after the admission check)
 
 
-def open_record(record: Record, topic_prefix: str) -> Opened:
+def open_record(record: Record, topic_prefix: str, shared_topic: str = "") -> Opened:
     """Everything about a record that needs no database. Never raises for the record's content."""
     try:
-        event = open_envelope(record, topic_prefix)
+        event = open_envelope(record, topic_prefix, shared_topic)
     except Rejected as rejected:
         return Opened(record, rejected=rejected)
     except Exception as error:  # checking an envelope needs no database: an error there belongs to the record
@@ -62,9 +62,10 @@ class Lookahead:
     overlap. At most one record is opened ahead, so memory stays at two parsed bundles.
     """
 
-    def __init__(self, records: Sequence[Record], topic_prefix: str) -> None:
+    def __init__(self, records: Sequence[Record], topic_prefix: str, shared_topic: str = "") -> None:
         self._records = records
         self._prefix = topic_prefix
+        self._shared = shared_topic
         self._next = 0
         self._ready: Opened | None = None
 
@@ -72,8 +73,10 @@ class Lookahead:
         for index, record in enumerate(self._records):
             self._next = index + 1
             opened, self._ready = self._ready, None
-            yield opened if opened is not None and opened.record is record else open_record(record, self._prefix)
+            if opened is None or opened.record is not record:
+                opened = open_record(record, self._prefix, self._shared)
+            yield opened
 
     def prepare_next(self) -> None:
         if self._ready is None and self._next < len(self._records):
-            self._ready = open_record(self._records[self._next], self._prefix)
+            self._ready = open_record(self._records[self._next], self._prefix, self._shared)

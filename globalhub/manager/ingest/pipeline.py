@@ -34,6 +34,7 @@ from globalhub.manager.ingest import bulk
 from globalhub.manager.ingest.admission import Verdict
 from globalhub.manager.ingest.bulk import Meanwhile, first_sight
 from globalhub.manager.ingest.complete import CompleteKind, FrameBuffer, Incomplete, assemble, sent_time
+from globalhub.manager.ingest.envelope import hub_of_record
 from globalhub.manager.ingest.eventstreams import EventStream
 from globalhub.manager.ingest.hybrid import HybridResult, SlotMemory, apply_hybrid
 from globalhub.manager.ingest.observations import Observation, Stalled, save_observations
@@ -60,7 +61,7 @@ from globalhub.manager.models import (
 from globalhub.manager.resync_requests import create_request
 from globalhub.protocol.bundles import FrameKind
 from globalhub.protocol.digest import Digest, read_digests
-from globalhub.protocol.events import RESYNC_TYPES, EventType, hub_from_status_topic
+from globalhub.protocol.events import RESYNC_TYPES, EventType
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +104,7 @@ class _Pending:
 @dataclass
 class _Batch:
     topic_prefix: str
+    shared_topic: str
     versions: VersionBook
     requests: OpenRequests
     inactive: set[str]
@@ -175,17 +177,21 @@ class _Batch:
             self.heartbeats[event.hub] = seen
 
 
-def ingest_batch(records: Sequence[Record], *, topic_prefix: str) -> BatchStats:
-    """Apply ``records`` (in partition order) and store the positions after them, atomically."""
+def ingest_batch(records: Sequence[Record], *, topic_prefix: str, shared_topic: str = "") -> BatchStats:
+    """Apply ``records`` (in partition order) and store the positions after them, atomically.
+
+    ``shared_topic``: the shared status topic, whose records speak for the hub their source names (none: "").
+    """
     stats = BatchStats()
     if not records:
         return stats
     with transaction.atomic():
         fresh = _claim(records, stats)
         now = timezone.now()
-        hubs = _register_hubs(fresh, topic_prefix, now)
+        hubs = _register_hubs(fresh, topic_prefix, shared_topic, now)
         inactive = set(Hub.objects.filter(name__in=hubs, state=Hub.State.INACTIVE).values_list("name", flat=True))
-        batch = _Batch(topic_prefix, VersionBook.load(hubs, MODES), OpenRequests.load(hubs), inactive, stats, now)
+        versions = VersionBook.load(hubs, MODES)
+        batch = _Batch(topic_prefix, shared_topic, versions, OpenRequests.load(hubs), inactive, stats, now)
         batch.stalled_states = _stalled_states(hubs)
         _ingest_records(fresh, batch)
         _apply_complete_states(batch)
@@ -213,7 +219,7 @@ def _check_digests(batch: _Batch) -> None:
 
 def _ingest_records(records: Sequence[Record], batch: _Batch) -> None:
     """Each record in order; chunk frames of a first resync back to back go through one :class:`_ChunkRun`."""
-    ahead = Lookahead(records, batch.topic_prefix)
+    ahead = Lookahead(records, batch.topic_prefix, batch.shared_topic)
     run: _ChunkRun | None = None
     try:
         for opened in ahead:
@@ -469,17 +475,24 @@ def _claim(records: Sequence[Record], stats: BatchStats) -> list[Record]:
     return fresh
 
 
-def _register_hubs(records: Sequence[Record], topic_prefix: str, now: datetime) -> list[str]:
+def _register_hubs(records: Sequence[Record], topic_prefix: str, shared_topic: str, now: datetime) -> list[str]:
     """The batch's hubs; one the manager does not know (new, or deleted and speaking again) is created and asked
-    for its full state."""
-    hubs = {hub_from_status_topic(record.topic, topic_prefix) for record in records}
-    names = sorted(hub for hub in hubs if hub)
+    for its full state. Each hub's status topic is noted when it is the shared one (the probe reads its ends)."""
+    spoken_on: dict[str, str] = {}  # hub -> "" (its own topic) or the shared topic, as last read
+    for record in records:
+        hub = hub_of_record(record, topic_prefix, shared_topic)
+        if hub:
+            spoken_on[hub] = record.topic if record.topic == shared_topic else ""
+    names = sorted(spoken_on)
     if not names:
         return names
-    known = set(Hub.objects.filter(name__in=names).values_list("name", flat=True))
+    known = dict(Hub.objects.filter(name__in=names).values_list("name", "status_topic"))
+    for name, topic in spoken_on.items():
+        if name in known and known[name] != topic:
+            Hub.objects.filter(name=name).update(status_topic=topic)
     new = [name for name in names if name not in known]
     if new:
-        Hub.objects.bulk_create([Hub(name=name) for name in new], ignore_conflicts=True)
+        Hub.objects.bulk_create([Hub(name=name, status_topic=spoken_on[name]) for name in new], ignore_conflicts=True)
         for name in new:
             request = create_request(name, None, ResyncRequest.Reason.FIRST_SEEN, "first seen", now)
             log.info("hub=%s first seen: resync request #%s", name, request.pk)

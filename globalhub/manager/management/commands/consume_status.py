@@ -39,6 +39,7 @@ class Command(BaseCommand):
             ConsumerOptions(
                 group_id=options["group"],
                 topic_prefix=conf.status_topic_prefix,
+                shared_topic=conf.shared_status_topic,
                 batch_size=options["batch_size"],
                 topic_refresh_ms=conf.topic_refresh_ms,
                 retry_max=conf.db_retry_max.total_seconds(),
