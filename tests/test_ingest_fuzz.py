@@ -53,6 +53,16 @@ def _cluster(hub: str) -> dict[str, Any]:
     return tweak_cluster(make_cluster(hub, 0, __import__("random").Random(3)), hub)
 
 
+def _event(name: str = "c.1") -> dict[str, Any]:
+    return {
+        "eventName": name,
+        "eventNamespace": "ns",
+        "message": "m",
+        "reason": "r",
+        "createdAt": "2026-12-01T09:30:00Z",
+    }
+
+
 def _messages(hub: str) -> dict[str, tuple[bytes | None, bytes, list[tuple[str, bytes]]]]:
     """Valid messages of every shape the manager reads, as (key, value, headers)."""
     cluster = _cluster(hub)
@@ -75,6 +85,13 @@ def _messages(hub: str) -> dict[str, tuple[bytes | None, bytes, list[tuple[str, 
             EventType.LOCAL_POLICY_SPEC,
             {"update": [{"metadata": {"name": "p", "uid": str(uuid.uuid4())}, "spec": {}}]},
             "3.7",
+        ),
+        "cluster events": status_message(hub, EventType.MANAGED_CLUSTER_EVENT, [_event(), _event("c.2")], "3.8"),
+        "root policy event": status_message(
+            hub, EventType.LOCAL_ROOT_POLICY_EVENT, {**_event(), "count": 3, "source": {"c": "x"}}, "3.9"
+        ),
+        "replicated policy events": status_message(
+            hub, EventType.LOCAL_REPLICATED_POLICY_EVENT, [{**_event(), "clusterName": "c1"}], "3.10"
         ),
     }
     return {name: (m.key, m.value, [(k, v) for k, v in m.headers]) for name, m in built.items()}
