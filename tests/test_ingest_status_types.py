@@ -159,6 +159,20 @@ def test_a_delete_without_an_id_of_a_policy_the_same_bundle_updates_leaves_it_li
     assert live_policies(topic.hub) == {"ns-a/p"}  # deleted, then created again: live, as upstream's order ends
 
 
+def test_an_id_less_delete_with_the_object_created_again_under_a_new_uid_takes_the_old_row_only(topic: Topic) -> None:
+    """A policy without a finalizer deleted and created again: upstream's agent sends ``{ns, name}`` and the new
+    object in one bundle. The row of the old uid goes, the new one stays."""
+    old, other_namespace = policy("p", namespace="ns-a"), policy("p", namespace="ns-b")
+    ingest_batch(
+        [topic.record(EventType.LOCAL_POLICY_SPEC, {"update": [old, other_namespace]}, "1.1")], topic_prefix=PREFIX
+    )
+    new = policy("p", namespace="ns-a")
+    bundle = {"delete": [{"ns": "ns-a", "name": "p"}], "update": [new]}
+    ingest_batch([topic.record(EventType.LOCAL_POLICY_SPEC, bundle, "1.2")], topic_prefix=PREFIX)
+    live = set(LocalPolicy.objects.filter(hub_id=topic.hub, deleted_at=None).values_list("policy_id", flat=True))
+    assert {str(uid) for uid in live} == {new["metadata"]["uid"], other_namespace["metadata"]["uid"]}
+
+
 def test_in_one_bundle_an_update_wins_over_the_resync_copy_of_the_same_object(topic: Topic) -> None:
     """Upstream applies ``resync``, then ``create``, then ``update``: the last copy of an object wins."""
     uid = str(uuid.uuid4())

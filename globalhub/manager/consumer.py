@@ -34,7 +34,8 @@ from confluent_kafka import (
 )
 from django.db import DatabaseError, close_old_connections, connection
 
-from globalhub.manager.ingest.pipeline import BatchStats, ingest_batch, stored_positions
+from globalhub.manager.ingest.pipeline import BatchStats, ingest_batch
+from globalhub.manager.ingest.positions import stored_positions
 from globalhub.manager.ingest.records import Record
 from globalhub.protocol.events import status_topic_pattern
 from globalhub.protocol.kafka import KafkaSettings, headers_of

@@ -331,14 +331,17 @@ def soft_delete_names(
     stamp: Stamp,
     *,
     force: bool = False,
+    keep: Sequence[str] = (),
 ) -> Deleted:
     """Deletes that carry no usable id, matched as upstream does: by (namespace, name) pairs, by name alone for a
-    type without namespaces. An absent namespace matches an absent or empty one."""
+    type without namespaces. An absent namespace matches an absent or empty one. Rows whose id is in ``keep`` (the
+    objects the same bundle upserts: deleted, then created again) stay live."""
     if spec.namespace_sql is None:
-        return _soft_delete_matching(spec, hub, spec.name_column, [name for _, name in names], now, stamp, force)
+        values = [name for _, name in names]
+        return _soft_delete_matching(spec, hub, spec.name_column, values, now, stamp, force, keep)
     keys = [f"{namespace}/{name}" for namespace, name in names]
     match = f"coalesce({spec.namespace_sql}, '') || '/' || {spec.name_column}"
-    return _soft_delete_matching(spec, hub, match, keys, now, stamp, force)
+    return _soft_delete_matching(spec, hub, match, keys, now, stamp, force, keep)
 
 
 @dataclass
@@ -348,7 +351,14 @@ class Deleted:
 
 
 def _soft_delete_matching(
-    spec: ObjectTable, hub: str, match: str, values: list[Any], now: datetime, stamp: Stamp, force: bool
+    spec: ObjectTable,
+    hub: str,
+    match: str,
+    values: list[Any],
+    now: datetime,
+    stamp: Stamp,
+    force: bool,
+    keep: Sequence[str] = (),
 ) -> Deleted:
     """Soft-delete the hub's live rows whose ``match`` (a column or an SQL expression over the row) is one of
     ``values``, unless they are newer than ``stamp``."""
@@ -361,6 +371,7 @@ def _soft_delete_matching(
             WITH live AS (
                 SELECT {spec.id_column} AS id, %s OR {_STAMP_OLDER} AS older FROM {spec.table} AS t
                 WHERE {spec.hub_column} = %s AND {match} = ANY(%s{cast}) AND deleted_at IS NULL
+                  AND NOT {spec.id_column} = ANY(%s::uuid[])
             ), gone AS (
                 UPDATE {spec.table} AS t SET deleted_at = %s, updated_at = %s,
                     stamp_run = %s, stamp_generation = %s, stamp_value = %s
@@ -369,7 +380,7 @@ def _soft_delete_matching(
             )
             SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM live WHERE NOT older)
             """,
-            [force, *stamp.key(), hub, values, now, now, *stamp.key(), hub],
+            [force, *stamp.key(), hub, values, list(keep), now, now, *stamp.key(), hub],
         )
         deleted, stale = cursor.fetchone()
         return Deleted(int(deleted), int(stale))

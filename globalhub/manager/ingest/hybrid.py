@@ -40,17 +40,11 @@ IdOf = Callable[[dict[str, Any]], str | None]
 NameOf = Callable[[dict[str, Any]], str | None]
 
 
-def no_namespace(obj: dict[str, Any]) -> str | None:
-    """Objects of a cluster-scoped kind (ManagedCluster) have no namespace."""
-    return None
-
-
 @dataclass(frozen=True)
 class HybridType:
     table: bulk.ObjectTable
     id_of: IdOf
     name_of: NameOf
-    namespace_of: NameOf = no_namespace
 
 
 @dataclass
@@ -105,7 +99,6 @@ class HybridWork:
     rows: list[bulk.ObjectRow]
     skipped: int  # objects without a usable id
     resync_objects: bool = False  # it carried ``resync`` objects: full-state content, not a delta
-    upserted_names: frozenset[tuple[str, str]] = frozenset()  # (namespace or "", name) of every object it carries
 
 
 def prepare_hybrid(kind: HybridType, event: StatusEvent) -> HybridWork:
@@ -124,11 +117,10 @@ def prepare_hybrid(kind: HybridType, event: StatusEvent) -> HybridWork:
         rows, skipped = _rows(kind, objects)
     except ValueError as error:  # an object JSON cannot hold again (nested too deeply)
         raise Rejected(f"an object cannot be stored: {error}", hub=event.hub, event_type=event.type) from None
-    names = frozenset((kind.namespace_of(obj) or "", name) for obj in objects if (name := kind.name_of(obj)))
     resync_objects = bool(bundle.resync)
     bundle.update.clear()  # the objects live on as rows; their parsed form is no longer needed
     bundle.resync.clear()
-    return HybridWork(bundle, rows, skipped, resync_objects, names)
+    return HybridWork(bundle, rows, skipped, resync_objects)
 
 
 def apply_hybrid(
@@ -208,11 +200,11 @@ def _apply_deletes(
             if object_id not in upserted_ids:
                 ids.append(object_id)
         elif entry.name:
-            key = ((entry.namespace or "") if kind.table.namespace_sql else "", entry.name)
-            if key not in work.upserted_names:
-                names.append(key)
+            names.append(((entry.namespace or "") if kind.table.namespace_sql else "", entry.name))
     by_id = bulk.soft_delete_ids(kind.table, hub, ids, now, stamp, force=force)
-    by_name = bulk.soft_delete_names(kind.table, hub, names, now, stamp, force=force)
+    # By name: every live row of that namespace and name goes, except objects this bundle upserts (one deleted and
+    # created again, with its old or a new id, stays live; the row of the old id goes).
+    by_name = bulk.soft_delete_names(kind.table, hub, names, now, stamp, force=force, keep=sorted(upserted_ids))
     return bulk.Deleted(by_id.deleted + by_name.deleted, by_id.stale + by_name.stale)
 
 

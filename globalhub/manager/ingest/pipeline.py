@@ -7,7 +7,9 @@ restarting) propagates: the caller rolls back, keeps its position and retries th
 
 Per (hub, type), records are handled in partition order: hybrid bundles are applied one by one, in order; of the
 complete states in a batch only the newest admitted one is applied, at the end of the batch. Version admission and
-the authority of full states that answer a request are decided in ``admission.py`` and ``answers.py``.
+the authority of full states that answer a request are decided in ``admission.py`` and ``answers.py``; how each
+type is handled, in ``registry.py``. Positions are claimed and stored by ``positions.py``, dead letters written by
+``deadletters.py``: this module orchestrates.
 
 While a hub is inactive, its records take no effect but its heartbeats: the resync that follows its reactivation
 brings its state, and an old backlog never revives its rows. A hub the manager did not know (new, or deleted and
@@ -24,7 +26,7 @@ from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, DataError, connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from globalhub.manager.answers import OpenRequests
@@ -34,11 +36,13 @@ from globalhub.manager.ingest import bulk
 from globalhub.manager.ingest.admission import Verdict
 from globalhub.manager.ingest.bulk import Meanwhile, first_sight
 from globalhub.manager.ingest.complete import CompleteKind, FrameBuffer, Incomplete, assemble, sent_time
+from globalhub.manager.ingest.deadletters import dead_letter, refuses_the_data
 from globalhub.manager.ingest.envelope import hub_of_record
 from globalhub.manager.ingest.eventstreams import EventStream
 from globalhub.manager.ingest.hybrid import HybridResult, SlotMemory, apply_hybrid
 from globalhub.manager.ingest.observations import Observation, Stalled, save_observations
 from globalhub.manager.ingest.opening import Lookahead, Opened
+from globalhub.manager.ingest.positions import claim, store_positions
 from globalhub.manager.ingest.records import Record, Rejected, StatusEvent
 from globalhub.manager.ingest.registry import (
     APPLY_ORDER,
@@ -51,8 +55,6 @@ from globalhub.manager.ingest.registry import (
 from globalhub.manager.ingest.versions import VersionBook
 from globalhub.manager.lifecycle import HeartbeatSeen, Timing, heartbeat_seen
 from globalhub.manager.models import (
-    ConsumedPosition,
-    DeadLetter,
     Hub,
     HubTypeStatus,
     ResyncProgress,
@@ -65,7 +67,6 @@ from globalhub.protocol.events import RESYNC_TYPES, EventType
 
 log = logging.getLogger(__name__)
 
-REASON_MAX_BYTES = 1000
 # A chunk run keeps its frames' rows until it commits (to apply them one by one if refused): this bounds that.
 RUN_MAX_BYTES = 64 * 1024 * 1024
 
@@ -186,7 +187,8 @@ def ingest_batch(records: Sequence[Record], *, topic_prefix: str, shared_topic: 
     if not records:
         return stats
     with transaction.atomic():
-        fresh = _claim(records, stats)
+        fresh = claim(records)
+        stats.already_ingested = len(records) - len(fresh)
         now = timezone.now()
         hubs = _register_hubs(fresh, topic_prefix, shared_topic, now)
         inactive = set(Hub.objects.filter(name__in=hubs, state=Hub.State.INACTIVE).values_list("name", flat=True))
@@ -457,24 +459,6 @@ def _heal_stalls(stalled: list[Stalled], batch: _Batch) -> None:
         )
 
 
-def _claim(records: Sequence[Record], stats: BatchStats) -> list[Record]:
-    """Lock the batch's partitions and drop records another consumer (or an earlier try) already ingested.
-
-    The transaction-scoped advisory lock serialises consumers that overlap during a rebalance; the stored
-    position then says where the data ends, so nothing is applied twice.
-    """
-    partitions = sorted({(record.topic, record.partition) for record in records})
-    with connection.cursor() as cursor:
-        for topic, partition in partitions:
-            cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s), %s)", [topic, partition])
-    start = stored_positions(partitions)
-    fresh = [r for r in records if r.offset >= start.get((r.topic, r.partition), 0)]
-    stats.already_ingested = len(records) - len(fresh)
-    if stats.already_ingested:
-        log.info("skipped %d records already ingested (stored positions are ahead)", stats.already_ingested)
-    return fresh
-
-
 def _register_hubs(records: Sequence[Record], topic_prefix: str, shared_topic: str, now: datetime) -> list[str]:
     """The batch's hubs; one the manager does not know (new, or deleted and speaking again) is created and asked
     for its full state. Each hub's status topic is noted when it is the shared one (the probe reads its ends)."""
@@ -661,19 +645,6 @@ def _apply_complete_states(batch: _Batch) -> None:
             batch.requests.answer(event, pending.answers)
 
 
-# SQLSTATE classes that mean "this data", deterministic for the record: cardinality (21, e.g. one upsert touching
-# a row twice), data exception (22), integrity constraint (23). Anything else (connection, server shutting down,
-# missing migration) is the database's trouble: the batch is retried, never skipped.
-_DATA_PROBLEMS = ("21", "22", "23")
-
-
-def refuses_the_data(error: DatabaseError) -> bool:
-    if isinstance(error, DataError) and getattr(error.__cause__, "sqlstate", None) is None:
-        return True  # refused by the driver before the server saw it (a NUL character in a text value)
-    sqlstate = getattr(error.__cause__, "sqlstate", None) or ""
-    return sqlstate[:2] in _DATA_PROBLEMS
-
-
 def _superseded(event: StatusEvent, batch: _Batch, reason: str) -> None:
     batch.stats.superseded += 1
     if not RULES[event.type].liveness:  # a heartbeat's version never matters: liveness took it already
@@ -689,77 +660,5 @@ def _superseded(event: StatusEvent, batch: _Batch, reason: str) -> None:
 
 
 def _dead_letter(record: Record, rejected: Rejected, stats: BatchStats) -> None:
-    reason = storable_text(rejected.reason, max_bytes=REASON_MAX_BYTES)
-    log.warning(
-        "dead letter topic=%s partition=%s offset=%s hub=%s type=%s: %s",
-        record.topic,
-        record.partition,
-        record.offset,
-        rejected.hub or "-",
-        rejected.event_type or "-",
-        reason,
-    )
-    letter = DeadLetter(
-        topic=record.topic,
-        partition=record.partition,
-        offset=record.offset,
-        reason=reason,
-        hub_name=storable_text(rejected.hub, max_chars=200),
-        event_type=storable_text(str(rejected.event_type), max_chars=255),
-        key=record.key,
-        headers=[[storable_text(name), storable_text(value)] for name, value in record.headers_json()],
-        value=record.value,
-    )
-    try:
-        with transaction.atomic():
-            # the unique (position, reason) constraint is a witness, never an error
-            DeadLetter.objects.bulk_create([letter], ignore_conflicts=True)
-    except DatabaseError as error:
-        if not refuses_the_data(error):
-            raise
-        # Whatever in the record still defeats the database, the raw bytes and the position are always storable.
-        log.error("dead letter at offset %s stored without its text: %s", record.offset, error)
-        letter.reason = storable_text(f"{reason} (headers dropped: {error})", max_bytes=REASON_MAX_BYTES)
-        letter.headers, letter.hub_name, letter.event_type = [], "", ""
-        DeadLetter.objects.bulk_create([letter], ignore_conflicts=True)
+    dead_letter(record, rejected)
     stats.dead_letters += 1
-
-
-def storable_text(value: str, *, max_chars: int | None = None, max_bytes: int | None = None) -> str:
-    """``value`` as text PostgreSQL stores: no NUL character, no lone surrogate, cut to the column's size.
-
-    ``max_bytes`` bounds the UTF-8 length (the reason is part of a unique index, whose entries have a size limit).
-    """
-    text = value.replace("\x00", "\\x00").encode("utf-8", "replace").decode("utf-8")
-    if max_chars is not None:
-        text = text[:max_chars]
-    if max_bytes is not None and len(text.encode("utf-8")) > max_bytes:
-        text = text.encode("utf-8")[:max_bytes].decode("utf-8", "ignore")
-    return text
-
-
-def store_positions(records: Sequence[Record]) -> None:
-    """Upsert, per partition, the offset after the last record of the batch."""
-    if not records:
-        return
-    after: dict[tuple[str, int], int] = {}
-    for record in records:
-        key = (record.topic, record.partition)
-        after[key] = max(after.get(key, 0), record.offset + 1)
-    ConsumedPosition.objects.bulk_create(
-        [
-            ConsumedPosition(topic=topic, partition=partition, next_offset=offset)
-            for (topic, partition), offset in after.items()
-        ],
-        update_conflicts=True,
-        unique_fields=["topic", "partition"],
-        update_fields=["next_offset", "updated_at"],
-    )
-
-
-def stored_positions(partitions: Sequence[tuple[str, int]]) -> dict[tuple[str, int], int]:
-    """The next offset to read for each given partition that has one stored."""
-    topics = {topic for topic, _ in partitions}
-    rows = ConsumedPosition.objects.filter(topic__in=topics).values_list("topic", "partition", "next_offset")
-    wanted = set(partitions)
-    return {(topic, partition): offset for topic, partition, offset in rows if (topic, partition) in wanted}

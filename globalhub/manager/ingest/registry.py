@@ -2,11 +2,11 @@
 
 Each type has one :class:`Rule`:
 
-* ``mode``: how its versions are admitted (``admission.py``): ``complete``, ``delta`` or ``hybrid``;
+* ``mode``: how its versions are admitted (``admission.py``): ``complete``, ``delta``, ``hybrid`` or ``append``;
 * ``handler``: what applies it:
 
-  * a :class:`HybridType` (table, id, name and namespace of an object): objects upserted, deleted and swept, record
-    by record, in order (``hybrid.py``);
+  * a :class:`HybridType` (table, id and name of an object; the table knows where a namespace is): objects upserted,
+    deleted and swept, record by record, in order (``hybrid.py``);
   * a :class:`CompleteKind` (parse, apply): a whole state, conflated per batch and applied at the batch's end, in
     the rules' order (``complete.py``);
   * an :class:`EventStream` (a table and how an event's keys fill its columns): append-only events, each stored
@@ -47,7 +47,7 @@ from globalhub.manager.models import (
     ManagedClusterEvent,
 )
 from globalhub.protocol.events import RESYNC_TYPES, EventType
-from globalhub.protocol.objects import cluster_claim_id, object_name, object_namespace, object_uid
+from globalhub.protocol.objects import cluster_claim_id, object_name, object_uid
 
 
 class Accepted:
@@ -94,7 +94,6 @@ LOCAL_POLICIES = HybridType(
     ),
     id_of=object_uid,
     name_of=object_name,
-    namespace_of=object_namespace,
 )
 
 _POLICY_EVENT_COLUMNS = (

@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('manager', '0014_prune_events_schedule'),
+        ("manager", "0014_prune_events_schedule"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='hub',
-            name='status_topic',
-            field=models.CharField(blank=True, default='', max_length=255),
+            model_name="hub",
+            name="status_topic",
+            field=models.CharField(blank=True, default="", max_length=255),
         ),
     ]
