@@ -5,7 +5,10 @@ namespace and name, and the three event streams in batch and single mode. Nothin
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,7 @@ from globalhub.protocol.codec import OutgoingMessage
 from globalhub.protocol.events import EXT_SEND_MODE, EventType
 from globalhub.protocol.kafka import STATUS_TOPIC_CONFIG, ConfirmedProducer, KafkaSettings, ensure_topics
 from tests.helpers import Process, start_consumer, status_message, wait_for
+from tests.upstream_agent import UpstreamLikeHub, holds_everything
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -76,30 +80,62 @@ def fed(hub: str) -> bool:
     )
 
 
-def test_an_upstream_feed_on_the_shared_topic_and_on_a_hub_topic_is_stored_whole(
+@dataclass
+class Feed:
+    """A consumer reading a shared status topic besides the per-hub ones, and a producer: two hubs, one on each."""
+
+    shared_topic: str
+    own_topic_prefix: str
+    producer: ConfirmedProducer
+
+
+@pytest.fixture
+def two_topics(
     process_env: dict[str, str],
     kafka_settings: KafkaSettings,
     status_prefix: str,
     run_id: str,
     tmp_path: Path,
     processes: list[Process],
-) -> None:
+) -> Iterator[Feed]:
     shared_topic = f"t{run_id}-{uuid.uuid4().hex[:6]}-gh-status"
-    on_shared, on_own = f"hub-{run_id}-shared", f"hub-{run_id}-own"
-    ensure_topics(kafka_settings, [shared_topic, status_prefix + on_own], STATUS_TOPIC_CONFIG)
-    env = {**process_env, "GH_SHARED_STATUS_TOPIC": shared_topic}
-    processes.append(start_consumer(env, tmp_path))
-
+    ensure_topics(kafka_settings, [shared_topic], STATUS_TOPIC_CONFIG)
+    processes.append(start_consumer({**process_env, "GH_SHARED_STATUS_TOPIC": shared_topic}, tmp_path))
     producer = ConfirmedProducer(kafka_settings)
-    try:
-        producer.send(shared_topic, feed(on_shared))
-        producer.send(status_prefix + on_own, feed(on_own))
-    finally:
-        producer.close()
+    yield Feed(shared_topic, status_prefix, producer)
+    producer.close()
+
+
+def test_an_upstream_feed_on_the_shared_topic_and_on_a_hub_topic_is_stored_whole(
+    two_topics: Feed, kafka_settings: KafkaSettings, run_id: str
+) -> None:
+    on_shared, on_own = f"hub-{run_id}-shared", f"hub-{run_id}-own"
+    topics = [two_topics.shared_topic, two_topics.own_topic_prefix + on_own]
+    ensure_topics(kafka_settings, topics, STATUS_TOPIC_CONFIG)
+    for hub, topic in zip((on_shared, on_own), topics, strict=True):
+        two_topics.producer.send(topic, feed(hub))
 
     wait_for(lambda: fed(on_shared) and fed(on_own), timeout=90, what="both hubs' feeds stored")
     assert dict(Hub.objects.filter(name__in=[on_shared, on_own]).values_list("name", "status_topic")) == {
-        on_shared: shared_topic,
+        on_shared: two_topics.shared_topic,
         on_own: "",
     }
-    assert not DeadLetter.objects.filter(topic__in=[shared_topic, status_prefix + on_own]).exists()
+    assert not DeadLetter.objects.filter(topic__in=topics).exists()
+
+
+def test_a_simulated_upstream_agent_emitting_every_type_leaves_no_dead_letter_and_a_whole_copy(
+    two_topics: Feed, kafka_settings: KafkaSettings, run_id: str
+) -> None:
+    """The short form of ``bench/upstream_feed.py`` (whose 10-minute run is in bench/README.md)."""
+    hubs = [UpstreamLikeHub(f"hub-{run_id}-up{i}", seed=i) for i in range(2)]
+    topics = [two_topics.shared_topic, two_topics.own_topic_prefix + hubs[1].hub]
+    ensure_topics(kafka_settings, topics, STATUS_TOPIC_CONFIG)
+    for hub, topic in zip(hubs, topics, strict=True):
+        two_topics.producer.send(topic, hub.start())
+    for _ in range(15):
+        for hub, topic in zip(hubs, topics, strict=True):
+            two_topics.producer.send(topic, hub.tick())
+
+    for hub in hubs:
+        wait_for(partial(holds_everything, hub), timeout=90, what=f"{hub.hub}'s whole copy and every event")
+    assert not DeadLetter.objects.filter(topic__in=topics).exists()

@@ -128,12 +128,12 @@ class UpstreamLikeHub:
             labels = self.clusters[claim]["metadata"]["labels"]
             labels["n"] = str(int(labels["n"]) + 1)
             emitter.incr()
-        gone = self.rng.choice(sorted(self.clusters))
+        gone = self.rng.choice(sorted(set(self.clusters) - set(changed)))
         gone_cluster = self.clusters.pop(gone)
         self._add_cluster(self.rng.randrange(10**6))
         emitter.incr()
-        new = [claim for claim in self.clusters if claim not in changed][-1:]
-        update = [self.clusters[c] for c in changed + new]
+        new = list(self.clusters)[-1]  # the one just added
+        update = [self.clusters[c] for c in [*changed, new]]
         delete = [{"id": gone, "name": gone_cluster["metadata"]["name"]}]
         return [self._message(EventType.MANAGED_CLUSTER, {"update": update, "delete": delete})]
 
@@ -218,3 +218,37 @@ class UpstreamLikeHub:
 
     def expected_policies(self) -> set[tuple[str, str, str]]:
         return {(uid, p["metadata"]["namespace"], p["metadata"]["name"]) for uid, p in self.policies.items()}
+
+
+def stored(hub: UpstreamLikeHub) -> dict[str, Any]:
+    """What the manager holds for the hub, in the terms of the ``expected_*`` methods and the events sent."""
+    from globalhub.manager.models import (
+        LocalPolicy,
+        LocalPolicyEvent,
+        LocalRootPolicyEvent,
+        ManagedCluster,
+        ManagedClusterEvent,
+    )
+
+    clusters = ManagedCluster.objects.filter(hub_id=hub.hub, deleted_at=None).values_list("cluster_id", flat=True)
+    policies = LocalPolicy.objects.filter(hub_id=hub.hub, deleted_at=None).values_list("policy_id", "payload")
+    return {
+        "clusters": {str(c) for c in clusters},
+        "policies": {(str(u), p["metadata"]["namespace"], p["metadata"]["name"]) for u, p in policies},
+        "events": {
+            EventType.MANAGED_CLUSTER_EVENT: ManagedClusterEvent.objects.filter(hub_id=hub.hub).count(),
+            EventType.LOCAL_ROOT_POLICY_EVENT: LocalRootPolicyEvent.objects.filter(hub_id=hub.hub).count(),
+            EventType.LOCAL_REPLICATED_POLICY_EVENT: LocalPolicyEvent.objects.filter(hub_id=hub.hub).count(),
+        },
+    }
+
+
+def holds_everything(hub: UpstreamLikeHub) -> bool:
+    """Whether the manager's copy is the hub's model and every stored stream has every event sent."""
+    now = stored(hub)
+    events_sent = {t: n for t, n in hub.events.items() if t is not EventType.CLUSTER_GROUP_UPGRADE_EVENT}
+    return bool(
+        now["clusters"] == hub.expected_clusters()
+        and now["policies"] == hub.expected_policies()
+        and now["events"] == events_sent
+    )
