@@ -10,10 +10,11 @@ from typing import Any
 
 import pytest
 from django.test import Client
+from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
 from globalhub.manager.ingest.pipeline import ingest_batch
-from globalhub.manager.models import DeadLetter, LocalPolicyEvent, LocalRootPolicyEvent, ManagedClusterEvent
+from globalhub.manager.models import DeadLetter, Hub, LocalPolicyEvent, LocalRootPolicyEvent, ManagedClusterEvent
 from globalhub.manager.retention import prune_events
 from globalhub.protocol.events import EXT_SEND_MODE, EventType
 from tests.test_ingest_status_types import PREFIX, Topic
@@ -137,12 +138,24 @@ def test_an_older_or_replayed_event_bundle_still_stores_what_is_new_in_it(topic:
     assert ManagedClusterEvent.objects.filter(hub_id=topic.hub).count() == 2
 
 
+def test_an_inactive_hubs_events_are_still_stored(topic: Topic) -> None:
+    """No resync brings events back, and an event revives nothing: they are kept while the hub is inactive."""
+    Hub.objects.create(name=topic.hub, state=Hub.State.INACTIVE)
+    stats = ingest_batch(
+        [topic.record(EventType.MANAGED_CLUSTER_EVENT, [cluster_event("x")], "0.1")], topic_prefix=PREFIX
+    )
+    assert (stats.applied, stats.inactive) == (1, 0)
+    assert ManagedClusterEvent.objects.filter(hub_id=topic.hub).count() == 1
+
+
 @pytest.mark.parametrize(
     ("payload", "reason"),
     [
         ([cluster_event("ok"), {"eventNamespace": "x", "createdAt": T0.isoformat()}], "event 1 has no eventName"),
         ([cluster_event("ok", createdAt="yesterday")], "event 0: createdAt:"),
         ([cluster_event("ok", createdAt="2026-11-30T12:00:00")], "has no time zone"),
+        ([cluster_event("ok", createdAt="0001-01-01T00:00:00+01:00")], "is not a plausible time"),
+        ([cluster_event("ok", createdAt="9999-12-31T23:00:00-05:00")], "is not a plausible time"),
         ([cluster_event("ok", message=["not", "text"])], "event 0: message: expected a string, got list"),
         ([42], "event 0 must be a JSON object, got int"),
     ],
@@ -157,10 +170,11 @@ def test_an_event_bundle_with_an_event_that_cannot_be_stored_is_a_dead_letter_an
 
 
 def test_events_older_than_the_retention_are_pruned_in_chunks(topic: Topic) -> None:
-    now = T0 + timedelta(days=100)
-    old = [cluster_event(f"old.{i}", T0 + timedelta(minutes=i)) for i in range(25)]
+    now = timezone.now()
+    long_ago = now - timedelta(days=100)
+    old = [cluster_event(f"old.{i}", long_ago + timedelta(minutes=i)) for i in range(25)]
     recent = [cluster_event(f"new.{i}", now - timedelta(days=1)) for i in range(3)]
-    old_policy = [policy_event("old.p", at=T0)]
+    old_policy = [policy_event("old.p", at=long_ago)]
     ingest_batch(
         [
             topic.record(EventType.MANAGED_CLUSTER_EVENT, old + recent, "0.1"),
@@ -193,8 +207,8 @@ def test_the_admin_lists_each_stream_read_only(topic: Topic, admin_client: Clien
     )
     for model, shown in (
         ("managedclusterevent", "AvailableConditionChanged"),
-        ("localrootpolicyevent", "policies"),
-        ("localpolicyevent", "c1"),
+        ("localrootpolicyevent", "policies.p.admin"),
+        ("localpolicyevent", "c1.p.admin"),
     ):
         page = admin_client.get(f"/admin/manager/{model}/")
         assert page.status_code == 200 and shown in page.content.decode()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -24,6 +25,7 @@ pytestmark = pytest.mark.django_db
 
 PREFIX = "gh-status."
 SHARED = "gh-status"
+SHARED_TIMING = replace(TIMING, shared_topic=SHARED)
 
 
 def policy(name: str) -> dict[str, Any]:
@@ -84,8 +86,12 @@ def test_a_per_hub_topic_still_only_speaks_for_its_own_hub() -> None:
 def test_a_hub_back_on_its_own_topic_is_judged_on_its_own_topic_again() -> None:
     topic, hub = SharedTopic(), hub_name()
     ingest_batch([topic.record(hub, [policy("p")])], topic_prefix=PREFIX, shared_topic=SHARED)
-    ingest_batch([topic.record(hub, [policy("q")], "1.2", topic=PREFIX + hub)], topic_prefix=PREFIX)
+    assert lifecycle.hub_topics([hub], PREFIX, SHARED) == {hub: SHARED}
+    assert lifecycle.hub_topics([hub], PREFIX, "") == {hub: PREFIX + hub}  # the setting turned off: its own topic
+    own = topic.record(hub, [policy("q")], "1.2", topic=PREFIX + hub)
+    ingest_batch([own], topic_prefix=PREFIX, shared_topic=SHARED)
     assert Hub.objects.get(name=hub).status_topic == ""
+    assert lifecycle.hub_topics([hub], PREFIX, SHARED) == {hub: PREFIX + hub}
 
 
 def test_a_quiet_hub_of_the_shared_topic_is_judged_once_the_shared_topic_is_read_to_its_end() -> None:
@@ -100,12 +106,12 @@ def test_a_quiet_hub_of_the_shared_topic_is_judged_once_the_shared_topic_is_read
         asked.append(list(topics))
         return {SHARED: {0: 100}}
 
-    result = lifecycle.probe(now=now, timing=TIMING, ends=ends)
+    result = lifecycle.probe(now=now, timing=SHARED_TIMING, ends=ends)
     assert asked == [[SHARED]]
     assert result.not_judged == {hub: "10 messages of its topic are not ingested yet"}
 
     ConsumedPosition.objects.filter(topic=SHARED).update(next_offset=100)
-    assert lifecycle.probe(now=now, timing=TIMING, ends=ends).inactivated == [hub]
+    assert lifecycle.probe(now=now, timing=SHARED_TIMING, ends=ends).inactivated == [hub]
 
 
 def test_a_shared_topic_inside_the_per_hub_prefix_is_refused_with_the_reason() -> None:

@@ -216,6 +216,16 @@ class UpstreamLikeHub:
     def expected_clusters(self) -> set[str]:
         return set(self.clusters)
 
+    def expected_compliance(self) -> set[tuple[str, str, str]]:
+        statuses = {"compliantClusters": "compliant", "nonCompliantClusters": "non_compliant"}
+        statuses["pendingComplianceClusters"] = "pending"
+        return {
+            (uid, cluster, statuses[key])
+            for uid, lists in self.compliance.items()
+            for key, clusters in lists.items()
+            for cluster in clusters
+        }
+
     def expected_policies(self) -> set[tuple[str, str, str]]:
         return {(uid, p["metadata"]["namespace"], p["metadata"]["name"]) for uid, p in self.policies.items()}
 
@@ -223,6 +233,8 @@ class UpstreamLikeHub:
 def stored(hub: UpstreamLikeHub) -> dict[str, Any]:
     """What the manager holds for the hub, in the terms of the ``expected_*`` methods and the events sent."""
     from globalhub.manager.models import (
+        HubInfo,
+        LocalCompliance,
         LocalPolicy,
         LocalPolicyEvent,
         LocalRootPolicyEvent,
@@ -231,10 +243,13 @@ def stored(hub: UpstreamLikeHub) -> dict[str, Any]:
     )
 
     clusters = ManagedCluster.objects.filter(hub_id=hub.hub, deleted_at=None).values_list("cluster_id", flat=True)
+    compliance = LocalCompliance.objects.filter(hub_id=hub.hub).values_list("policy_id", "cluster_name", "compliance")
     policies = LocalPolicy.objects.filter(hub_id=hub.hub, deleted_at=None).values_list("policy_id", "payload")
     return {
         "clusters": {str(c) for c in clusters},
         "policies": {(str(u), p["metadata"]["namespace"], p["metadata"]["name"]) for u, p in policies},
+        "compliance": {(str(u), cluster, status) for u, cluster, status in compliance},
+        "hub_info": HubInfo.objects.filter(hub_id=hub.hub, deleted_at=None).exists(),
         "events": {
             EventType.MANAGED_CLUSTER_EVENT: ManagedClusterEvent.objects.filter(hub_id=hub.hub).count(),
             EventType.LOCAL_ROOT_POLICY_EVENT: LocalRootPolicyEvent.objects.filter(hub_id=hub.hub).count(),
@@ -250,5 +265,7 @@ def holds_everything(hub: UpstreamLikeHub) -> bool:
     return bool(
         now["clusters"] == hub.expected_clusters()
         and now["policies"] == hub.expected_policies()
+        and now["compliance"] == hub.expected_compliance()
+        and now["hub_info"]
         and now["events"] == events_sent
     )

@@ -73,11 +73,12 @@ class Timing:
     timeout: timedelta
     startup_grace: timedelta
     topic_prefix: str = "gh-status."
+    shared_topic: str = ""  # the shared status topic read besides the per-hub ones ("": none)
 
     @classmethod
     def from_settings(cls) -> Timing:
         conf = settings.GLOBALHUB
-        return cls(conf.hub_timeout, conf.startup_grace, conf.status_topic_prefix)
+        return cls(conf.hub_timeout, conf.startup_grace, conf.status_topic_prefix, conf.shared_status_topic)
 
 
 @dataclass(frozen=True)
@@ -137,11 +138,14 @@ def _lock_partitions(topic: str, partitions: Iterable[int]) -> None:
             cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s), %s)", [topic, partition])
 
 
-def hub_topics(hubs: Iterable[str], prefix: str) -> dict[str, str]:
-    """The topic each hub's status arrives on: the shared status topic it was last seen on, else its own."""
+def hub_topics(hubs: Iterable[str], prefix: str, shared: str) -> dict[str, str]:
+    """The topic each hub's status arrives on: the shared status topic when it was last seen there and that topic
+    is still read (``GH_SHARED_STATUS_TOPIC``), else its own."""
     names = list(hubs)
-    shared = dict(Hub.objects.filter(name__in=names).exclude(status_topic="").values_list("name", "status_topic"))
-    return {hub: shared.get(hub) or prefix + hub for hub in names}
+    on_shared = set()
+    if shared:
+        on_shared = set(Hub.objects.filter(name__in=names, status_topic=shared).values_list("name", flat=True))
+    return {hub: shared if hub in on_shared else prefix + hub for hub in names}
 
 
 def deactivate(hub: str, now: datetime, timing: Timing, partitions: Iterable[int] = ()) -> bool:
@@ -149,7 +153,7 @@ def deactivate(hub: str, now: datetime, timing: Timing, partitions: Iterable[int
     transaction. True if it did. The caller has checked that its topic was read to the end (see :func:`probe`)."""
     cutoff = now - timing.timeout
     with transaction.atomic():
-        _lock_partitions(hub_topics([hub], timing.topic_prefix)[hub], partitions)
+        _lock_partitions(hub_topics([hub], timing.topic_prefix, timing.shared_topic)[hub], partitions)
         silent = Q(last_heartbeat__lt=cutoff) | Q(last_heartbeat__isnull=True, created_at__lt=cutoff)
         changed = Hub.objects.filter(silent, name=hub, state=Hub.State.ACTIVE).update(
             state=Hub.State.INACTIVE, state_changed_at=now
@@ -265,7 +269,7 @@ def probe(now: datetime | None = None, timing: Timing | None = None, ends: Topic
     result.in_startup_grace = started is not None and moment - started < rules.startup_grace
     quiet = [] if result.in_startup_grace else quiet_hubs(moment, rules)
     # Read after the quiet hubs were chosen: the ends cover everything stored up to now.
-    topic_of = hub_topics(quiet, rules.topic_prefix)
+    topic_of = hub_topics(quiet, rules.topic_prefix, rules.shared_topic)
     topics = sorted(set(topic_of.values()))
     known: Mapping[str, Mapping[int, int]] = {}
     try:
@@ -337,11 +341,15 @@ def repair_status_topics(
     kafka_settings = kafka or KafkaSettings.from_env()
     topic_prefix = settings.GLOBALHUB.status_topic_prefix if prefix is None else prefix
     hub_topic = re.compile(re.escape(topic_prefix) + r"[A-Za-z0-9._-]+")
+    shared = settings.GLOBALHUB.shared_status_topic
     started = time.monotonic()
+    found = topics_with_prefix(kafka_settings, topic_prefix)
+    if shared:
+        found += [topic for topic in topics_with_prefix(kafka_settings, shared) if topic == shared]
     due = [
         topic
-        for topic in topics_with_prefix(kafka_settings, topic_prefix)
-        if hub_topic.fullmatch(topic) and started - _checked_topics.get(topic, -recheck) >= recheck
+        for topic in found
+        if (hub_topic.fullmatch(topic) or topic == shared) and started - _checked_topics.get(topic, -recheck) >= recheck
     ]
     wanted = {key: value for key, value in STATUS_TOPIC_CONFIG.items() if key in ENFORCED_TOPIC_SETTINGS}
     report = align_topic_configs(kafka_settings, due, wanted)

@@ -86,5 +86,5 @@ def hub_of_record(record: Record, topic_prefix: str, shared_topic: str = "") -> 
         return hub_from_status_topic(record.topic, topic_prefix)
     try:
         return hub_of_shared_record(decode(record.key, record.value, record.headers).source, record.topic)
-    except (InvalidEvent, Rejected):
+    except Exception:  # anything wrong with the record: the envelope's check makes it a dead letter
         return None

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from globalhub.manager.ingest.records import Rejected, StatusEvent
@@ -20,6 +20,11 @@ from globalhub.manager.models import HubEvent
 from globalhub.protocol.objects import canonical_uuid
 
 Convert = Callable[[Any], Any]  # the JSON value -> the column's value; ValueError when it cannot be one
+
+# An event's time must be a real one: not before this, nor more than FUTURE_TOLERANCE after it was received (a
+# broken clock or a forged time would otherwise outlive the retention, or break the admin's date drill-down).
+EARLIEST_EVENT = datetime(2000, 1, 1, tzinfo=UTC)
+FUTURE_TOLERANCE = timedelta(days=1)
 
 
 def text(value: Any) -> str:
@@ -95,6 +100,14 @@ class EventStream:
                     event_type=event.type,
                 )
             values = self._values(item, index, event)
+            created = values.get("created_at")
+            if isinstance(created, datetime) and not EARLIEST_EVENT <= created <= received_at + FUTURE_TOLERANCE:
+                raise Rejected(
+                    f"event {index}: createdAt {created.isoformat()} is not a plausible time (before "
+                    f"{EARLIEST_EVENT.year} or more than a day after it was received)",
+                    hub=event.hub,
+                    event_type=event.type,
+                )
             rows.append(self.model(hub_id=event.hub, received_at=received_at, **values))
         return rows
 

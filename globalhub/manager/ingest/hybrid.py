@@ -1,8 +1,9 @@
 """Hybrid types (managed clusters, local policy specs): deltas and framed full resyncs on one stream.
 
 * ``update`` (and ``create``) and ``resync`` objects are upserted, which clears ``deleted_at``;
-* ``delete`` entries soft-delete by id (or by name when the id is unusable), as upstream does; a delete of an
-  object the same bundle upserts is ignored (it was deleted, then created again: upstream ends with it deleted);
+* ``delete`` entries soft-delete by id, or by namespace and name when the id is unusable, as upstream does; the
+  objects the same bundle upserts stay live (deleted, then created again: upstream ends with them deleted), and an
+  id-less delete still takes the row of an old id of that namespace and name;
 * every write carries the bundle's stamp, and a row holding newer content is left alone (see ``admission.py``);
 * ``resync_metadata`` lists every object that exists: rows are marked with the resync's id, and once the resync
   is *completely* received (every frame, ids adding up to the announced count) the hub's unmarked rows are

@@ -11,8 +11,9 @@ the authority of full states that answer a request are decided in ``admission.py
 type is handled, in ``registry.py``. Positions are claimed and stored by ``positions.py``, dead letters written by
 ``deadletters.py``: this module orchestrates.
 
-While a hub is inactive, its records take no effect but its heartbeats: the resync that follows its reactivation
-brings its state, and an old backlog never revives its rows. A hub the manager did not know (new, or deleted and
+While a hub is inactive, its records take no effect but its heartbeats and its events: the resync that follows its
+reactivation brings its state, and an old backlog never revives its rows; events are stored (no resync brings them
+back, and they revive nothing). A hub the manager did not know (new, or deleted and
 speaking again) gets a full resync request.
 """
 
@@ -33,7 +34,7 @@ from globalhub.manager.answers import OpenRequests
 from globalhub.manager.digests import DIGEST_TABLES
 from globalhub.manager.divergence import check_digest
 from globalhub.manager.ingest import bulk
-from globalhub.manager.ingest.admission import Verdict
+from globalhub.manager.ingest.admission import Mode, Verdict
 from globalhub.manager.ingest.bulk import Meanwhile, first_sight
 from globalhub.manager.ingest.complete import CompleteKind, FrameBuffer, Incomplete, assemble, sent_time
 from globalhub.manager.ingest.deadletters import dead_letter, refuses_the_data
@@ -495,7 +496,7 @@ def _ingest_one(opened: Opened, batch: _Batch, meanwhile: Meanwhile | None) -> N
             raise Rejected(
                 f"event type {event.type.short} is not ingested by this manager", hub=event.hub, event_type=event.type
             )
-        if event.hub in batch.inactive and not rule.liveness:
+        if event.hub in batch.inactive and not (rule.liveness or rule.mode is Mode.APPEND):
             batch.stats.inactive += 1  # its reactivation's resync brings what it says
             return
         if rule.hybrid is not None:
