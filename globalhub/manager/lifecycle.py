@@ -44,6 +44,7 @@ from globalhub.manager.models import (
     ConsumedPosition,
     Hub,
     HubInfo,
+    HubTransition,
     KafkaOutage,
     LocalCompliance,
     LocalPolicy,
@@ -148,6 +149,13 @@ def hub_topics(hubs: Iterable[str], prefix: str, shared: str) -> dict[str, str]:
     return {hub: shared if hub in on_shared else prefix + hub for hub in names}
 
 
+def record_transition(hub: str, at: datetime, from_state: str, to_state: str, reason: str, by: str = "") -> None:
+    """Note a change of ``hub``'s state in its history; the caller makes the change in the same transaction."""
+    HubTransition.objects.create(
+        hub_name=hub, at=at, from_state=from_state, to_state=to_state, reason=reason[:2000], by=by[:150]
+    )
+
+
 def deactivate(hub: str, now: datetime, timing: Timing, partitions: Iterable[int] = ()) -> bool:
     """Make ``hub`` inactive if it is active and no heartbeat was read for the timeout; clean its data in the same
     transaction. True if it did. The caller has checked that its topic was read to the end (see :func:`probe`)."""
@@ -160,6 +168,14 @@ def deactivate(hub: str, now: datetime, timing: Timing, partitions: Iterable[int
         )
         if changed != 1:
             return False
+        record_transition(
+            hub,
+            now,
+            Hub.State.ACTIVE,
+            Hub.State.INACTIVE,
+            f"no heartbeat read for {_duration(timing.timeout)} (none since {cutoff.isoformat(timespec='seconds')})",
+            "probe",
+        )
         clusters = ManagedCluster.objects.filter(hub_id=hub, deleted_at__isnull=True).update(
             deleted_at=now, updated_at=now
         )
@@ -192,8 +208,39 @@ def reactivate(hub: str, now: datetime, timing: Timing, by: str) -> ResyncReques
         if changed != 1:
             return None
         request = create_request(hub, None, ResyncRequest.Reason.REACTIVATION, by, now)
+        record_transition(
+            hub, now, Hub.State.INACTIVE, Hub.State.ACTIVE, f"heartbeat read again: resync request #{request.pk}", by
+        )
     log.warning("hub=%s active again: resync request #%s", hub, request.pk)
     return request
+
+
+def delete_hub(hub: str, now: datetime, by: str) -> dict[str, int]:
+    """Forget ``hub``: its row and every row it reported go (clusters, policies, compliance, versions, positions
+    stay with their topic). Its history stays. If the hub speaks again it is first seen anew and resynced whole.
+    Returns what was deleted, per model."""
+    with transaction.atomic():
+        state = Hub.objects.select_for_update().filter(name=hub).values_list("state", flat=True).first()
+        if state is None:
+            return {}
+        _, deleted = Hub.objects.filter(name=hub).delete()
+        record_transition(
+            hub,
+            now,
+            state,
+            HubTransition.State.DELETED,
+            "deleted by an operator; resynced whole if it speaks again",
+            by,
+        )
+    log.warning("hub=%s deleted by %s: %s", hub, by, deleted)
+    return deleted
+
+
+def _duration(span: timedelta) -> str:
+    minutes, seconds = divmod(int(span.total_seconds()), 60)
+    if not minutes:
+        return f"{seconds} s"
+    return f"{minutes} min {seconds} s" if seconds else f"{minutes} min"
 
 
 def heartbeat_seen(hub: str, seen: HeartbeatSeen, now: datetime, timing: Timing) -> ResyncRequest | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from django.conf import settings
 from django.db import models
 
 # The stamp of a row no versioned bundle wrote yet: older than any.
@@ -293,6 +294,9 @@ class ConsumedPosition(models.Model):
     partition = models.IntegerField()
     next_offset = models.BigIntegerField()
     updated_at = models.DateTimeField(auto_now=True)
+    # The partition's end as the hub probe last read it from the broker: lag = end_offset - next_offset.
+    end_offset = models.BigIntegerField(null=True, blank=True)
+    end_read_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [
@@ -313,6 +317,8 @@ class DeadLetter(models.Model):
     hub_name = models.CharField(max_length=200, blank=True)
     event_type = models.CharField(max_length=255, blank=True)
     key = models.BinaryField(null=True)
+    # What kind of input it was, for counting (see ``ingest.deadletters.reason_class``): "malformed", "version", ...
+    reason_class = models.CharField(max_length=32, default="other", db_default="other")
     headers = models.JSONField(default=list)
     value = models.BinaryField(null=True)
     received_at = models.DateTimeField(auto_now_add=True)
@@ -516,3 +522,95 @@ class KafkaOutage(models.Model):
 
     def __str__(self) -> str:
         return f"Kafka unreachable at {self.unreachable_at}, answered again at {self.answered_again_at}"
+
+
+class HubTransition(models.Model):
+    """One change of a hub's state, kept after the hub is deleted: when, from, to, why and who.
+
+    Written in the same transaction as the change (see :mod:`globalhub.manager.lifecycle`).
+    """
+
+    class State(models.TextChoices):
+        UNKNOWN = "", "unknown"  # before the hub was first seen
+        ACTIVE = "active"
+        INACTIVE = "inactive"
+        DELETED = "deleted"
+
+    hub_name = models.CharField(max_length=200)
+    at = models.DateTimeField()
+    from_state = models.CharField(max_length=16, choices=State.choices, blank=True)
+    to_state = models.CharField(max_length=16, choices=State.choices)
+    reason = models.TextField()
+    by = models.CharField(max_length=150, blank=True, default="")
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        indexes = [models.Index(fields=["hub_name", "-at"], name="hub_transition_hub_at")]
+
+    def __str__(self) -> str:
+        return f"{self.hub_name}: {self.from_state or 'unknown'} -> {self.to_state} at {self.at:%Y-%m-%d %H:%M:%S}"
+
+
+class ApiToken(models.Model):
+    """A bearer token for scripts calling the API: only its SHA-256 is stored, the token itself is shown once."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100)
+    key_prefix = models.CharField(max_length=12)  # the token's first characters, to tell tokens apart
+    key_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.key_prefix}…) of {self.user}"
+
+
+class TaskRun(models.Model):
+    """The outcome of one Celery task run by the manager's workers, recorded from Celery's signals."""
+
+    class Status(models.TextChoices):
+        STARTED = "started"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        RETRYING = "retrying"
+
+    task_id = models.CharField(max_length=255, unique=True)
+    task_name = models.CharField(max_length=255)
+    periodic_task_name = models.CharField(max_length=200, blank=True, default="")  # the schedule that sent it
+    arguments = models.TextField(blank=True, default="")  # args and kwargs, shortened
+    status = models.CharField(max_length=16, choices=Status.choices)
+    worker = models.CharField(max_length=255, blank=True, default="")
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    runtime_seconds = models.FloatField(null=True, blank=True)
+    result = models.TextField(blank=True, default="")  # shortened
+    error = models.TextField(blank=True, default="")  # the exception and its traceback, shortened
+
+    class Meta:
+        ordering = ["-started_at"]
+        indexes = [
+            models.Index(fields=["task_name", "-started_at"], name="task_run_name_started"),
+            models.Index(fields=["status", "-started_at"], name="task_run_status_started"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.task_name} {self.status} at {self.started_at:%Y-%m-%d %H:%M:%S}"
+
+
+class IngestTotal(models.Model):
+    """Counters kept by the status consumer in each batch's transaction, per event type and outcome (``stored``,
+    ``superseded``, ``refused``, ``dead_letter``, ...): the bundles and the rows they carried. Served as ``_total``
+    metrics; they survive restarts and never count a rolled-back batch."""
+
+    event_type = models.CharField(max_length=255)
+    outcome = models.CharField(max_length=32)
+    bundles = models.BigIntegerField(default=0)
+    rows = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["event_type", "outcome"], name="ingest_total_type_outcome")]
+
+    def __str__(self) -> str:
+        return f"{self.event_type} {self.outcome}: {self.bundles} bundles, {self.rows} rows"

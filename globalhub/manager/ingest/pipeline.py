@@ -54,7 +54,7 @@ from globalhub.manager.ingest.registry import (
     RULES,
 )
 from globalhub.manager.ingest.versions import VersionBook
-from globalhub.manager.lifecycle import HeartbeatSeen, Timing, heartbeat_seen
+from globalhub.manager.lifecycle import HeartbeatSeen, Timing, heartbeat_seen, record_transition
 from globalhub.manager.models import (
     Hub,
     HubTypeStatus,
@@ -480,6 +480,10 @@ def _register_hubs(records: Sequence[Record], topic_prefix: str, shared_topic: s
         Hub.objects.bulk_create([Hub(name=name, status_topic=spoken_on[name]) for name in new], ignore_conflicts=True)
         for name in new:
             request = create_request(name, None, ResyncRequest.Reason.FIRST_SEEN, "first seen", now)
+            topic = spoken_on[name] or topic_prefix + name
+            record_transition(
+                name, now, "", Hub.State.ACTIVE, f"first seen on {topic}: resync request #{request.pk}", "consumer"
+            )
             log.info("hub=%s first seen: resync request #%s", name, request.pk)
     return names
 

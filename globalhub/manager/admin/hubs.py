@@ -1,11 +1,10 @@
-"""The operator's view of the manager's copy: hubs, their clusters, and the ingestion bookkeeping."""
+"""The hubs: their state, what the manager last received per type, and resync requests to them."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from django import forms
-from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.db.models import Count, Q, QuerySet
@@ -13,45 +12,17 @@ from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.utils import timezone
 
+from globalhub.manager.admin.base import DeletedFilter, ReadOnlyAdmin, ReadOnlyInline
 from globalhub.manager.lifecycle import MAX_CLOCK_SKEW
 from globalhub.manager.models import (
-    ConsumedPosition,
-    DeadLetter,
-    Divergence,
     Hub,
     HubInfo,
     HubTypeStatus,
-    LocalCompliance,
-    LocalPolicy,
-    LocalPolicyEvent,
-    LocalRootPolicyEvent,
-    ManagedCluster,
-    ManagedClusterEvent,
-    ResyncProgress,
     ResyncRequest,
     ResyncTarget,
-    TypeVersion,
 )
 from globalhub.manager.resync_requests import request_resyncs
 from globalhub.protocol.events import RESYNC_TYPES, EventType
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
-    """Bookkeeping written by the consumer: visible, never edited by hand."""
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-
-class ReadOnlyInline(admin.TabularInline):  # type: ignore[type-arg]
-    extra = 0
-    can_delete = False
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 class HubTypeStatusInline(ReadOnlyInline):
@@ -192,145 +163,7 @@ class HubAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         return bool(request.user.has_perm("manager.add_resyncrequest"))
 
 
-class ResyncTargetOfRequestInline(ReadOnlyInline):
-    model = ResyncTarget
-    fields = ("hub", "answered_types", "completed_at")
-    readonly_fields = fields
-
-
-@admin.register(ResyncRequest)
-class ResyncRequestAdmin(ReadOnlyAdmin):
-    list_display = [
-        "id",
-        "subject",
-        "reason",
-        "short_types",
-        "requested_by",
-        "requested_at",
-        "sent_at",
-        "completed_at",
-        "progress",
-    ]
-    list_filter = ["reason", "subject"]
-    inlines = [ResyncTargetOfRequestInline]
-
-    @admin.display(description="progress")
-    def progress(self, request: ResyncRequest) -> str:
-        """Overdue once it is still not complete ``GH_RESYNC_OVERDUE`` after it was requested."""
-        return request.progress(timezone.now(), settings.GLOBALHUB.resync_overdue)
-
-    @admin.display(description="types")
-    def short_types(self, request: ResyncRequest) -> str:
-        return ", ".join(EventType(t).short for t in request.types)
-
-
-class DeletedFilter(admin.SimpleListFilter):
-    title = "state"
-    parameter_name = "state"
-
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [("live", "live"), ("deleted", "soft-deleted")]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
-        if self.value() == "live":
-            return queryset.filter(deleted_at__isnull=True)
-        if self.value() == "deleted":
-            return queryset.filter(deleted_at__isnull=False)
-        return queryset
-
-
-@admin.register(ManagedCluster)
-class ManagedClusterAdmin(ReadOnlyAdmin):
-    list_display = ["cluster_name", "hub", "cluster_id", "updated_at", "deleted_at"]
-    list_filter = [DeletedFilter, "hub"]
-    search_fields = ["cluster_name", "cluster_id"]
-    list_select_related = ["hub"]
-
-
 @admin.register(HubInfo)
 class HubInfoAdmin(ReadOnlyAdmin):
     list_display = ["hub", "cluster_id", "console_url", "updated_at", "deleted_at"]
     list_filter = [DeletedFilter]
-
-
-@admin.register(LocalPolicy)
-class LocalPolicyAdmin(ReadOnlyAdmin):
-    list_display = ["policy_name", "hub", "policy_id", "updated_at", "deleted_at"]
-    list_filter = [DeletedFilter, "hub"]
-    search_fields = ["policy_name", "policy_id"]
-    list_select_related = ["hub"]
-
-
-@admin.register(LocalCompliance)
-class LocalComplianceAdmin(ReadOnlyAdmin):
-    list_display = ["hub", "policy_id", "cluster_name", "compliance", "updated_at"]
-    list_filter = ["compliance", "hub"]
-    search_fields = ["cluster_name", "policy_id"]
-
-
-class EventAdmin(ReadOnlyAdmin):
-    """An event stream: newest first, by day, with the hub."""
-
-    date_hierarchy = "created_at"
-    ordering = ["-created_at"]
-    list_select_related = ["hub"]
-
-
-@admin.register(ManagedClusterEvent)
-class ManagedClusterEventAdmin(EventAdmin):
-    list_display = ["created_at", "hub", "cluster_name", "event_type", "reason", "message"]
-    list_filter = ["event_type", "reason", "hub"]
-    search_fields = ["cluster_name", "event_name", "message"]
-
-
-@admin.register(LocalRootPolicyEvent)
-class LocalRootPolicyEventAdmin(EventAdmin):
-    list_display = ["created_at", "hub", "event_namespace", "event_name", "compliance", "reason", "count"]
-    list_filter = ["compliance", "reason", "hub"]
-    search_fields = ["event_name", "event_namespace", "policy_id", "message"]
-
-
-@admin.register(LocalPolicyEvent)
-class LocalPolicyEventAdmin(EventAdmin):
-    list_display = ["created_at", "hub", "cluster_name", "event_name", "compliance", "reason"]
-    list_filter = ["compliance", "reason", "hub"]
-    search_fields = ["event_name", "cluster_name", "policy_id", "message"]
-
-
-@admin.register(Divergence)
-class DivergenceAdmin(ReadOnlyAdmin):
-    list_display = [
-        "seen_at",
-        "hub",
-        "event_type",
-        "expected_count",
-        "found_count",
-        "expected_hash",
-        "found_hash",
-        "request",
-    ]
-    list_filter = ["hub", "event_type"]
-
-
-@admin.register(DeadLetter)
-class DeadLetterAdmin(ReadOnlyAdmin):
-    list_display = ["received_at", "topic", "partition", "offset", "hub_name", "reason"]
-    list_filter = ["hub_name"]
-    search_fields = ["reason", "topic"]
-
-
-@admin.register(ConsumedPosition)
-class ConsumedPositionAdmin(ReadOnlyAdmin):
-    list_display = ["topic", "partition", "next_offset", "updated_at"]
-
-
-@admin.register(TypeVersion)
-class TypeVersionAdmin(ReadOnlyAdmin):
-    list_display = ["hub", "event_type", "generation", "value", "updated_at"]
-    list_filter = ["hub"]
-
-
-@admin.register(ResyncProgress)
-class ResyncProgressAdmin(ReadOnlyAdmin):
-    list_display = ["hub", "event_type", "resync_id", "outcome", "listed", "deleted_count", "started_at", "finished_at"]
-    list_filter = ["outcome", "hub"]
