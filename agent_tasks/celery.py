@@ -6,18 +6,27 @@ hubs may share one Redis server. Beat sends ``agent.tick`` every second: it hand
 heartbeat and periodic resyncs. Ticks expire after 1.5 s, so ticks a busy worker could not take in time are dropped
 instead of piling up; a lease (agent_tasks/lease.py) keeps two drains from overlapping, and the drain starts at
 most one type per second.
+
+Liveness (``agent_tasks/liveness.py``): the worker's main process marks itself in Redis every two seconds (a
+bootstep on the worker's timer, so the mark stops when its event loop does), and beat marks every tick it sent.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+import os
+from typing import TYPE_CHECKING, Any
 
-from celery import Celery
-from celery.signals import after_setup_logger, worker_init
+import redis
+from celery import Celery, bootsteps
+from celery.signals import after_setup_logger, after_task_publish, worker_init
 
 from agent_tasks.beat import SteadyInterval
 from agent_tasks.config import AgentConfig
+from agent_tasks.liveness import BEAT, WORKER, WORKER_MARK_EVERY, mark
+
+if TYPE_CHECKING:
+    from celery.worker import WorkController
 
 log = logging.getLogger(__name__)
 
@@ -66,3 +75,53 @@ def _quiet_tick_logging(**kwargs: Any) -> None:
     """Two ticks a second would log four lines a second per hub; log our own work instead (and any failure)."""
     for name in ("celery.app.trace", "celery.worker.strategy", "celery.beat"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+class _Marks:
+    """This process's Redis client for liveness marks (a forked process makes its own), with a short timeout: a
+    mark must never hold up beat or the worker's event loop for long."""
+
+    def __init__(self) -> None:
+        self._client: redis.Redis | None = None
+        self._pid = 0
+
+    def write(self, which: str) -> None:
+        if self._client is None or self._pid != os.getpid():
+            self._client = redis.Redis.from_url(_config.redis_url, socket_timeout=1, socket_connect_timeout=1)
+            self._pid = os.getpid()
+        try:
+            mark(self._client, _config.hub_name, which)
+        except redis.RedisError as error:  # the broker is this Redis: beat and the worker report its loss anyway
+            log.warning("hub=%s liveness mark %s not written: %s", _config.hub_name, which, error)
+
+
+_marks = _Marks()
+
+
+@after_task_publish.connect
+def _mark_beat(sender: str | None = None, **kwargs: Any) -> None:
+    """Beat sent a tick (only beat sends ``agent.tick``): beat's liveness mark."""
+    if sender == "agent.tick":
+        _marks.write(BEAT)
+
+
+class WorkerLiveness(bootsteps.StartStopStep):
+    """Marks the worker alive every few seconds from its main process's timer."""
+
+    requires = ("celery.worker.components:Timer",)
+
+    def __init__(self, worker: WorkController, **kwargs: Any) -> None:
+        super().__init__(worker, **kwargs)
+        self._timer_entry: Any = None
+
+    def start(self, worker: WorkController) -> None:
+        _marks.write(WORKER)
+        timer: Any = worker.timer  # the Timer step (required above) made it; celery-types lacks call_repeatedly
+        self._timer_entry = timer.call_repeatedly(WORKER_MARK_EVERY, _marks.write, (WORKER,), priority=10)
+
+    def stop(self, worker: WorkController) -> None:
+        if self._timer_entry is not None:
+            self._timer_entry.cancel()
+
+
+app.steps["worker"].add(WorkerLiveness)

@@ -22,7 +22,7 @@ class AgentConfig:
     status_topic_prefix: str = DEFAULT_STATUS_TOPIC_PREFIX
     send_mode: SendMode = SendMode.BATCH
     send_timeout_ms: int = 15_000  # a send fails when Kafka confirmed nothing for this long
-    metrics_port: int = 0
+    metrics_port: int = 0  # the spec listener's own metrics endpoint (0.0.0.0), kept for existing deployments
 
     @property
     def status_topic(self) -> str:
@@ -52,3 +52,41 @@ class AgentConfig:
             send_timeout_ms=int(env_duration("GH_SEND_TIMEOUT", "15s", env).total_seconds() * 1000),
             metrics_port=env_int("GH_AGENT_METRICS_PORT", 0, env),
         )
+
+
+DEFAULT_METRICS_ADDR = "127.0.0.1:9109"
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """The metrics process (``python -m agent_tasks.metrics``): this hub, and where to serve.
+
+    ``GH_AGENT_METRICS_ADDR`` is ``host:port`` (``[::1]:9109`` for IPv6); loopback by default, so the agent's state
+    is not published on every interface unless asked (a container sets ``0.0.0.0:9109``).
+    """
+
+    hub: HubConfig
+    host: str
+    port: int
+    explicit: bool  # the address was set, not the default
+
+    @property
+    def address(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> MetricsConfig:
+        env = os.environ if environ is None else environ
+        raw = env_str("GH_AGENT_METRICS_ADDR", "", env).strip()
+        host, port = parse_address(raw or DEFAULT_METRICS_ADDR)
+        return cls(hub=HubConfig.from_env(env), host=host, port=port, explicit=bool(raw))
+
+
+def parse_address(raw: str) -> tuple[str, int]:
+    """``host:port`` or ``[v6 host]:port`` as (host, port); a port from 1 to 65535 is required."""
+    host, sep, port_text = raw.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ConfigError(f"GH_AGENT_METRICS_ADDR={raw!r} must be host:port, e.g. {DEFAULT_METRICS_ADDR}")
+    return host, int(port_text)

@@ -1,8 +1,10 @@
 """Operate one hub's agent (hub from ``HUB_NAME``, Redis from ``REDIS_URL``):
 
-python -m agent_tasks.ctl status [--json]              queue, resyncs in flight and retrying, leases, versions,
-                                                       next sync/resync times, last errors, the inventory source
-                                                       (Kubernetes watches), and what looks stuck
+python -m agent_tasks.ctl status [--json]              whether the agent is live (worker, beat, ticks taken, last
+                  [--dead-after 30s]                   send), queue, resyncs in flight and retrying, leases,
+                                                       versions, next sync/resync times, last errors, the inventory
+                                                       source (Kubernetes watches), and what looks stuck; exits 1
+                                                       when the agent is dead (a healthcheck), 2 for an unknown hub
 python -m agent_tasks.ctl set resync.managedcluster=1h  change an interval now, no restart (ctl unset to undo)
 python -m agent_tasks.ctl unset resync.managedcluster
 python -m agent_tasks.ctl resync managedcluster ...     queue full resyncs by hand
@@ -23,18 +25,56 @@ from agent_tasks.config import AgentConfig
 from agent_tasks.intervals import RESYNC_PREFIX, Intervals, parse_setting
 from agent_tasks.kube.status import SourceStatus
 from agent_tasks.lease import held_leases
+from agent_tasks.liveness import DEAD_AFTER, judge, liveness_key, read_marks
 from agent_tasks.redisutil import text
 from agent_tasks.resync_queue import ResyncQueue
 from agent_tasks.state import StateStore
 from agent_tasks.types import STATUS_TYPES, status_type
 from agent_tasks.versions import VersionStore
-from globalhub.envconf import ConfigError
+from globalhub.envconf import ConfigError, parse_duration
 
 STUCK_WAIT = 60.0  # a type waiting this long in the queue (normally seconds) is worth a look
 STUCK_RETRIES = 3  # failures in a row of one type's resync
+EXIT_DEAD = 1
+EXIT_REFUSED = 2
+EXIT_UNKNOWN = 3  # Redis could not be asked: neither live nor dead can be told
 
 
-def status(client: redis.Redis, hub: str, now: float | None = None) -> dict[str, Any]:
+class UnknownHub(Exception):
+    """No agent has kept state for this hub in this Redis."""
+
+
+def require_known_hub(client: redis.Redis, hub: str) -> None:
+    """Refuse a hub no agent ever ran for here: a typo in ``HUB_NAME`` or the wrong Redis would otherwise read as
+    an empty, healthy-looking report. An agent's start writes its per-type state; its processes write liveness."""
+    if not client.exists(StateStore.key(hub), liveness_key(hub)):
+        where = client.connection_pool.connection_kwargs
+        raise UnknownHub(
+            f"no agent state for hub {hub!r} in Redis {where.get('host', '?')}:{where.get('port', '?')} "
+            f"db {where.get('db', 0)} (check HUB_NAME and REDIS_URL; has this hub's worker ever started?)"
+        )
+
+
+def agent_liveness(
+    client: redis.Redis, hub: str, states: dict[str, Any], now: float, dead_after: float
+) -> dict[str, Any]:
+    """Live or dead, from the worker's, beat's and the ticks' marks, with the last confirmed send of any type."""
+    verdict = judge(read_marks(client, hub), now, dead_after)
+    sends = [(state.last_sent, name) for name, state in states.items() if state.last_sent is not None]
+    last_sent_at, last_sent_type = max(sends) if sends else (None, None)
+    return {
+        "live": verdict.live,
+        "dead_after_seconds": dead_after,
+        "seconds_since": {name: _rounded(age) for name, age in verdict.ages.items()},
+        "problems": verdict.reasons(),
+        "fresh": verdict.summary(),
+        "last_send_at": _at(last_sent_at) if last_sent_at is not None else None,
+        "last_send_type": last_sent_type,
+        "last_send_seconds_ago": _rounded(now - last_sent_at) if last_sent_at is not None else None,
+    }
+
+
+def status(client: redis.Redis, hub: str, now: float | None = None, dead_after: float = DEAD_AFTER) -> dict[str, Any]:
     """Everything an operator asks about one agent, as plain data."""
     moment = time.time() if now is None else now
     intervals = Intervals(client, hub).snapshot()
@@ -94,6 +134,7 @@ def status(client: redis.Redis, hub: str, now: float | None = None) -> dict[str,
     listener = {text(k): text(v) for k, v in client.hgetall(f"gh:{hub}:agent:listener").items()}
     report = {
         "hub": hub,
+        "agent": agent_liveness(client, hub, states, moment, dead_after),
         "queue": queue,
         "in_flight": in_flight,
         "retrying": retries,
@@ -149,8 +190,21 @@ def _duration(value: timedelta) -> str:
     return f"{seconds:g}s"
 
 
+def render_agent(agent: dict[str, Any]) -> str:
+    """``agent: live (...)`` or ``agent: DEAD (no tick run by the worker for 95 s; ...; last send ...)``."""
+    if agent["last_send_at"] is None:
+        send = "no send since the agent started"
+    else:
+        send = (
+            f"last send {agent['last_send_at']} ({agent['last_send_type']}, {agent['last_send_seconds_ago']:.0f} s ago)"
+        )
+    if agent["live"]:
+        return f"agent: live ({agent['fresh']}; {send})"
+    return f"agent: DEAD ({'; '.join([*agent['problems'], *([agent['fresh']] if agent['fresh'] else []), send])})"
+
+
 def render(report: dict[str, Any]) -> str:
-    lines = [f"hub {report['hub']}"]
+    lines = [f"hub {report['hub']}", render_agent(report["agent"])]
     queue = report["queue"]
     waiting = ", ".join(f"{item['type']} ({item['waiting_seconds']:.1f}s)" for item in queue)
     lines.append(f"resync queue: {len(queue)} waiting{': ' + waiting if queue else ''}")
@@ -213,8 +267,13 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m agent_tasks.ctl", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    show = commands.add_parser("status", help="show the agent's state")
+    show = commands.add_parser("status", help="show the agent's state; exit 1 when it is dead")
     show.add_argument("--json", action="store_true")
+    show.add_argument(
+        "--dead-after",
+        default=f"{DEAD_AFTER:g}s",
+        help="a liveness mark older than this means dead (default %(default)s)",
+    )
     setting = commands.add_parser("set", help="set intervals at run time, e.g. resync.managedcluster=1h")
     setting.add_argument("settings", nargs="+")
     unsetting = commands.add_parser("unset", help="drop run-time interval settings")
@@ -227,8 +286,11 @@ def main(argv: list[str] | None = None) -> int:
     client = redis.Redis.from_url(config.redis_url)
     try:
         if args.command == "status":
-            report = status(client, config.hub_name)
+            dead_after = parse_duration(args.dead_after).total_seconds()
+            require_known_hub(client, config.hub_name)
+            report = status(client, config.hub_name, dead_after=dead_after)
             print(json.dumps(report, indent=2) if args.json else render(report))
+            return 0 if report["agent"]["live"] else EXIT_DEAD
         elif args.command == "set":
             intervals = Intervals(client, config.hub_name)
             for item in args.settings:  # all or nothing: check every setting before writing one
@@ -248,9 +310,12 @@ def main(argv: list[str] | None = None) -> int:
             names = [kind.short for kind in kinds]
             added = ResyncQueue(client, config.hub_name).push(names)
             print(f"{config.hub_name}: {added} of {len(names)} queued (the others were already waiting)")
-    except (ConfigError, KeyError) as error:
+    except (ConfigError, KeyError, UnknownHub) as error:
         print(f"error: {error.args[0] if isinstance(error, KeyError) else error}", file=sys.stderr)
-        return 2
+        return EXIT_REFUSED
+    except redis.RedisError as error:
+        print(f"error: the hub's Redis cannot be read ({error}): the agent's state is unknown", file=sys.stderr)
+        return EXIT_UNKNOWN
     return 0
 
 

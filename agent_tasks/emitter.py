@@ -16,6 +16,7 @@ from enum import StrEnum
 
 from agent_tasks.inventory import ChangeBatch, Cursor, Inventory, LogPosition
 from agent_tasks.state import StateStore
+from agent_tasks.telemetry import ERROR_SEND, Recorder, SendTiming
 from agent_tasks.types import HUB_INFO, HUB_INFO_KEY, Kind, StatusType
 from agent_tasks.versions import VersionStore
 from globalhub.protocol import jsonutil
@@ -64,6 +65,7 @@ class Emitter:
         send_mode: SendMode = SendMode.BATCH,
         before_send: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.time,
+        recorder: Recorder | None = None,
     ) -> None:
         self.hub = hub
         self.topic = topic
@@ -74,6 +76,7 @@ class Emitter:
         self.send_mode = send_mode
         self._before_send = before_send
         self._clock = clock
+        self.recorder = recorder or Recorder()
 
     # --- full resync -------------------------------------------------------------------------------------------
 
@@ -100,7 +103,7 @@ class Emitter:
         else:
             payloads = self._complete_state(status_type, report)
         extra = answers_extension(answers)
-        report.messages = self._send(self._messages(status_type, payloads, version, report, extra))
+        report.messages = self._send(report, self._messages(status_type, payloads, version, report, extra))
         self._sent(short, version, self._clock(), report)
         self.state.update(short, cursor=str(Cursor.at(position)), last_resync=self._clock())
         self.inventory.trim_through(short, Cursor.at(position))
@@ -205,7 +208,7 @@ class Emitter:
             version.incr()
         mode: dict[str, str | int] = {EXT_SEND_MODE: self.send_mode.value}
         payloads = ((payload, mode) for payload in self._delta_payloads(updates, deletes))
-        report.messages += self._send(self._messages(status_type, payloads, version, report))
+        report.messages += self._send(report, self._messages(status_type, payloads, version, report))
         report.objects += len(latest)
         self._sent(short, version, self._clock(), report)
 
@@ -251,7 +254,7 @@ class Emitter:
         payloads = self._complete_state(status_type, report)
         # A whole state that answers no request: it says so, or the manager could take it for an answer.
         extra = answers_extension(())
-        report.messages = self._send(self._messages(status_type, payloads, version, report, extra))
+        report.messages = self._send(report, self._messages(status_type, payloads, version, report, extra))
         self._sent(short, version, self._clock(), report)
         self.state.update(short, cursor=str(Cursor.at(until)))
         self.inventory.trim_through(short, Cursor.at(until))
@@ -282,15 +285,25 @@ class Emitter:
         version = self.versions.get(status_type.short)
         extensions: dict[str, str | int] = {EXT_VERSION: str(version), **digest_extension(digests or {})}
         message = encode(event_type=status_type.event_type, source=self.hub, data=b"[]", extensions=extensions)
-        report = SendReport(status_type.short, "heartbeat", messages=self._send(iter([message])))
+        report = SendReport(status_type.short, "heartbeat")
+        report.messages = self._send(report, iter([message]))
         self._sent(status_type.short, version, self._clock(), report)
         return report
 
     # --- common ------------------------------------------------------------------------------------------------
 
-    def _send(self, messages: Iterator[OutgoingMessage]) -> int:
-        self._before_send()
-        return self.producer.send(self.topic, messages)
+    def _send(self, report: SendReport, messages: Iterator[OutgoingMessage]) -> int:
+        """Send and wait for Kafka's confirmation; the send's latency and bundle sizes, or its failure, are recorded."""
+        timing = SendTiming(messages)
+        try:
+            self._before_send()
+            sent = self.producer.send(self.topic, timing.messages())
+        except Exception:
+            if not timing.build_failed:
+                self.recorder.count_error(ERROR_SEND)
+            raise
+        self.recorder.observe_send(report.type, report.what, timing.latency(), timing.sizes)
+        return sent
 
     def _sent(self, short: str, version: Version, now: float, report: SendReport) -> None:
         """After a confirmed send: the version sent was ``version``; the next send is one Generation later."""

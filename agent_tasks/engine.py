@@ -37,6 +37,7 @@ from agent_tasks.inventory import Cursor, Inventory
 from agent_tasks.lease import LEASE_SECONDS, Lease, lease_prefix
 from agent_tasks.resync_queue import ResyncQueue
 from agent_tasks.state import StateStore, TypeState
+from agent_tasks.telemetry import ERROR_RESYNC, ERROR_SYNC
 from agent_tasks.types import DIGEST_TYPES, RESYNC_ORDER, STATUS_TYPES, Kind, StatusType, status_type
 from agent_tasks.versions import VersionStore
 
@@ -161,12 +162,13 @@ class Agent:
 
     def _send_resync(self, kind: StatusType, waited: float) -> SendReport | None:
         log.info("hub=%s resync of %s starts after %.1fs in the queue", self.hub, kind.short, waited)
+        requested_at = self._clock() - waited
         answers = self.queue.answers(kind.short)
         try:
             with self._type_lease(kind, wait=DRAIN_WAIT_SECONDS):
                 report = self.emitter.full_resync(kind, answers)
         except Exception as error:
-            self._failed(kind, "resync", error)
+            self._failed(kind, ERROR_RESYNC, error)
             retry = self.queue.retry_later(kind.short, now=self._clock())
             log.warning(
                 "hub=%s resync of %s failed %d time(s) in a row; next try in %.0fs",
@@ -179,6 +181,7 @@ class Agent:
         self.queue.answered(kind.short, answers)
         self.queue.succeeded(kind.short)
         self.state.clear_error(kind.short)
+        self.emitter.recorder.observe_resync(kind.short, self._clock() - requested_at)
         return report
 
     # --- the periodic scheduler --------------------------------------------------------------------------------
@@ -209,7 +212,7 @@ class Agent:
             result.skipped_busy.append(kind.short)  # a resync of this type is running; it covers the changes
             return
         except Exception as error:
-            self._failed(kind, "sync", error)
+            self._failed(kind, ERROR_SYNC, error)
             return
         if report is None:
             return
@@ -260,8 +263,11 @@ class Agent:
     # --- helpers -----------------------------------------------------------------------------------------------
 
     def _failed(self, kind: StatusType, what: str, error: Exception) -> None:
+        """A sync or resync failed: logged, kept for ``ctl status``, counted in the metrics (the emitter's recorder,
+        ``globalhub_agent_errors_total{kind="sync"|"resync"}``)."""
         log.error("hub=%s type=%s %s failed: %s", self.hub, kind.short, what, error)
         self.state.record_error(kind.short, f"{what}: {error}", self._clock())
+        self.emitter.recorder.count_error(what)
 
     def _lease_key(self, name: str) -> str:
         return lease_prefix(self.hub) + name

@@ -15,6 +15,7 @@ from agent_tasks.intervals import Intervals
 from agent_tasks.inventory import RedisInventory
 from agent_tasks.resync_queue import ResyncQueue
 from agent_tasks.state import StateStore
+from agent_tasks.telemetry import RedisRecorder
 from agent_tasks.versions import VersionStore
 from globalhub.protocol.kafka import STATUS_TOPIC_CONFIG, ConfirmedProducer, ensure_topics
 
@@ -42,6 +43,7 @@ class Runtime:
             producer,
             send_mode=config.send_mode,
             before_send=topic.ensure,
+            recorder=RedisRecorder(client, config.hub_name),
         )
         agent = Agent(
             config.hub_name,

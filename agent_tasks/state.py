@@ -33,7 +33,11 @@ class TypeState:
 class StateStore:
     def __init__(self, client: redis.Redis, hub: str) -> None:
         self._redis = client
-        self._key = f"gh:{hub}:agent:state"
+        self._key = self.key(hub)
+
+    @staticmethod
+    def key(hub: str) -> str:
+        return f"gh:{hub}:agent:state"
 
     def all(self) -> dict[str, TypeState]:
         states: dict[str, TypeState] = {}

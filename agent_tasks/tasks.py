@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from agent_tasks.celery import app
+from agent_tasks.liveness import TICK, mark
 from agent_tasks.runtime import get_runtime
 
 
@@ -29,7 +30,9 @@ def tick() -> list[str]:
 
     One beat entry instead of two halves the idle agent's Celery overhead; the drain still runs as its own task.
     """
-    agent = get_runtime().agent
+    runtime = get_runtime()
+    mark(runtime.redis, runtime.config.hub_name, TICK)  # ticks are taken: the worker's pool works (ctl status)
+    agent = runtime.agent
     wait = agent.next_drain_in()
     if wait is not None:
         drain.apply_async(countdown=wait, expires=wait + 5)

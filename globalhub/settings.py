@@ -11,7 +11,8 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from globalhub.envconf import env_bool, env_duration, env_int, env_str
-from globalhub.manager.conf import ManagerSettings, shared_status_topic
+from globalhub.manager.conf import ManagerSettings, metrics_address, periodic_resync_intervals, shared_status_topic
+from globalhub.protocol.events import RESYNC_TYPES
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -85,6 +86,20 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 
+# Behind TLS (DJANGO_HTTPS=true, see docs/operations.md): cookies only over HTTPS, HTTP redirected, HSTS, and the
+# TLS-terminating proxy's X-Forwarded-Proto trusted. Off by default so a local http://127.0.0.1 login works.
+HTTPS = env_bool("DJANGO_HTTPS", False)
+if HTTPS:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", True)
+    SECURE_REDIRECT_EXEMPT = [r"^metrics$", r"^healthz$"]  # scraped and probed inside the network
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env_int("DJANGO_HSTS_SECONDS", 31_536_000, minimum=0)
+    # Both bind every subdomain for a year: on only when the operator says so (docs/operations.md).
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", False)
+    SECURE_HSTS_PRELOAD = env_bool("DJANGO_HSTS_PRELOAD", False)
+
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
 LOGGING = {
     "version": 1,
@@ -106,6 +121,15 @@ CELERY_TASK_TIME_LIMIT = 180
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+
+
+def _consumer_metrics_addr() -> str:
+    address = env_str("GH_CONSUMER_METRICS_ADDR", "127.0.0.1:9108")
+    try:
+        metrics_address(address)
+    except ValueError as error:
+        raise ImproperlyConfigured(f"GH_CONSUMER_METRICS_ADDR={error}") from None
+    return address
 
 
 def _shared_status_topic() -> str:
@@ -137,12 +161,18 @@ GLOBALHUB = ManagerSettings(
     probe_interval=env_duration("GH_PROBE_INTERVAL", "2m"),
     startup_grace=env_duration("GH_STARTUP_GRACE", env_str("GH_HUB_TIMEOUT", "5m")),
     periodic_resync_interval=env_duration("GH_PERIODIC_RESYNC_INTERVAL", "12h"),
+    # GH_PERIODIC_RESYNC_INTERVAL_<TYPE> (e.g. _MANAGEDCLUSTER, _POLICY_LOCALSPEC): one type's own interval.
+    periodic_resync_intervals=periodic_resync_intervals(t.short for t in RESYNC_TYPES),
     # A resync request still not complete this long after it was requested shows as overdue.
     resync_overdue=env_duration("GH_RESYNC_OVERDUE", "10m"),
     # Events (the event.* streams) are kept this long after their own time; the "prune events" schedule deletes
     # older ones.
     event_retention=env_duration("GH_EVENT_RETENTION", "90d"),
+    # Recorded Celery task runs (TaskRun) are kept this long; the "prune events" schedule deletes older ones.
+    task_run_retention=env_duration("GH_TASK_RUN_RETENTION", "7d"),
     # Upstream's bring-your-own-Kafka default: one status topic for every hub, the hub named by each event's
     # source. Off by default: any producer on it can speak for any hub (docs/protocol.md, "Shared status topic").
     shared_status_topic=_shared_status_topic(),
+    # Each status consumer serves its own metrics (the ingest batch histogram) here; "" serves none.
+    consumer_metrics_addr=_consumer_metrics_addr(),
 )

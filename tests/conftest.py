@@ -93,6 +93,7 @@ def process_env(
             "GH_SPEC_TOPIC": f"t{run_id}-gh-spec-{hub_name}",
             "GH_CONSUMER_GROUP": f"test-{run_id}-{hub_name}",
             "GH_TOPIC_REFRESH_MS": "500",
+            "GH_CONSUMER_METRICS_ADDR": "",  # many consumers at once: none serves its own metrics unless told
             "PYTHONUNBUFFERED": "1",
         }
     )

@@ -86,7 +86,9 @@ def database_url() -> str:
 
 
 def start_consumer(env: Mapping[str, str], log_dir: Path, name: str = "consumer") -> Process:
-    return Process(name, python_argv("manage.py", "consume_status"), env, log_dir)
+    """A status consumer; its own metrics are not served unless ``env`` sets GH_CONSUMER_METRICS_ADDR (tests start
+    many consumers at once, which would compete for one port)."""
+    return Process(name, python_argv("manage.py", "consume_status"), {"GH_CONSUMER_METRICS_ADDR": "", **env}, log_dir)
 
 
 def start_manager_celery(env: Mapping[str, str], log_dir: Path, *, concurrency: int = 2) -> list[Process]:

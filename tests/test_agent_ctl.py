@@ -1,22 +1,31 @@
-"""``python -m agent_tasks.ctl``: run-time interval changes, hand-queued resyncs and the status report."""
+"""``python -m agent_tasks.ctl``: run-time interval changes, hand-queued resyncs and the status report.
+
+``ctl status`` is also the agent's healthcheck: it exits 1 when the agent is dead (its worker, beat or ticks have
+left no liveness mark for a while) and refuses, with 2, a hub no agent ever ran for.
+"""
 
 from __future__ import annotations
 
 import json
 import re
+import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 import redis
 import time_machine
 
-from agent_tasks.ctl import main, status
+from agent_tasks.ctl import EXIT_UNKNOWN, main, status
 from agent_tasks.kube.status import ResourceState, SourceStatus
+from agent_tasks.liveness import BEAT, MARKS, TICK, WORKER, mark
 from agent_tasks.metrics import AgentCollector
 from agent_tasks.resync_queue import ResyncQueue
 from agent_tasks.state import StateStore
+from tests.helpers import Process, python_argv, start_agent, wait_for
 
 NOW = datetime(2025, 6, 1, 8, 0, 0, tzinfo=UTC)
 
@@ -35,6 +44,13 @@ def hub(hub_name: str, redis_url: str, redis_client: redis.Redis, monkeypatch: p
     keys = list(redis_client.scan_iter(match=f"gh:{hub_name}:*"))
     if keys:
         redis_client.delete(*keys)
+
+
+def live_agent(client: redis.Redis, hub: str, now: float) -> None:
+    """What a running agent leaves in Redis: its per-type state, and fresh liveness marks of worker, beat and ticks."""
+    StateStore(client, hub).update("managedhub.heartbeat", cursor="0-0")
+    for which in MARKS:
+        mark(client, hub, which, now)
 
 
 # --- set and unset -------------------------------------------------------------------------------------------------
@@ -158,6 +174,7 @@ def test_status_json_lists_the_queue_with_waiting_seconds(
     queue.push(["policy.localspec"], now=NOW.timestamp() - 42)
     queue.push(["managedcluster"], now=NOW.timestamp() - 1.5)
     ResyncQueue(redis_client, hub).push(["managedcluster"], now=NOW.timestamp())  # coalesced: keeps its first time
+    live_agent(redis_client, hub, NOW.timestamp())
 
     with time_machine.travel(NOW, tick=False):
         assert main(["status", "--json"]) == 0
@@ -190,6 +207,7 @@ def test_status_text_shows_the_queue_settings_and_listener_counts(
     redis_client.hset(f"gh:{hub}:agent:listener", mapping={"requests": 4, "rejected": 1})
     main(["set", "resync.managedcluster=1h"])
     capsys.readouterr()
+    live_agent(redis_client, hub, NOW.timestamp())
 
     with time_machine.travel(NOW, tick=False):
         assert main(["status"]) == 0
@@ -222,6 +240,7 @@ def test_status_shows_the_kubernetes_source_per_resource_with_its_last_error(
 ) -> None:
     now = time.time()
     publish_source(redis_client, hub, now)
+    live_agent(redis_client, hub, now)
 
     assert main(["status"]) == 0
     out = capsys.readouterr().out
@@ -235,7 +254,10 @@ def test_status_shows_the_kubernetes_source_per_resource_with_its_last_error(
     assert report["source"]["resources"]["managedclusters"]["connected"] is False
 
 
-def test_status_says_when_no_watcher_fills_the_inventory(hub: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_status_says_when_no_watcher_fills_the_inventory(
+    hub: str, redis_client: redis.Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    live_agent(redis_client, hub, time.time())
     assert main(["status"]) == 0
     assert "no Kubernetes watcher has run for this hub" in capsys.readouterr().out
 
@@ -257,3 +279,148 @@ def test_the_metrics_export_the_kubernetes_source(hub: str, redis_client: redis.
     assert samples[("globalhub_agent_source_objects", clusters)] == 3.0
     assert 3.0 < samples[("globalhub_agent_source_last_event_age_seconds", clusters)] < 60.0
     assert samples[("globalhub_agent_source_inventory_objects", (("hub", hub), ("type", "managedcluster")))] == 3.0
+
+
+# --- live or dead --------------------------------------------------------------------------------------------------
+
+
+def test_status_of_a_hub_without_agent_state_is_refused_with_exit_2(
+    hub: str, redis_client: redis.Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ResyncQueue(redis_client, hub).push(["managedcluster"])  # a queue alone is not an agent
+
+    assert main(["status"]) == 2
+    assert main(["status", "--json"]) == 2
+
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert f"error: no agent state for hub {hub!r} in Redis" in captured.err
+    assert "check HUB_NAME and REDIS_URL" in captured.err
+
+
+def test_a_live_agent_reports_live_with_its_last_send_and_exits_0(
+    hub: str, redis_client: redis.Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    live_agent(redis_client, hub, NOW.timestamp() - 2)
+    StateStore(redis_client, hub).count_sent("managedcluster", 3, NOW.timestamp() - 5)
+    StateStore(redis_client, hub).count_sent("managedhub.heartbeat", 1, NOW.timestamp() - 40)
+
+    with time_machine.travel(NOW, tick=False):
+        assert main(["status"]) == 0
+        first_line = capsys.readouterr().out.splitlines()[1]
+        assert main(["status", "--json"]) == 0
+
+    assert first_line == (
+        "agent: live (worker seen 2 s ago, tick sent by beat 2 s ago, tick run by the worker 2 s ago; "
+        f"last send {at(NOW.timestamp() - 5)} (managedcluster, 5 s ago))"
+    )
+    agent = json.loads(capsys.readouterr().out)["agent"]
+    assert agent["live"] is True
+    assert agent["seconds_since"] == {WORKER: 2.0, BEAT: 2.0, TICK: 2.0}
+    assert agent["last_send_type"] == "managedcluster"
+
+
+def test_an_agent_whose_beat_stopped_is_dead_and_exits_1_saying_what_stopped(
+    hub: str, redis_client: redis.Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    live_agent(redis_client, hub, NOW.timestamp() - 95)
+    mark(redis_client, hub, WORKER, NOW.timestamp() - 1)  # the worker runs, but nothing sends it ticks
+
+    with time_machine.travel(NOW, tick=False):
+        assert main(["status"]) == 1
+
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1] == (
+        "agent: DEAD (no tick sent by beat for 95 s; no tick run by the worker for 95 s; worker seen 1 s ago; "
+        "no send since the agent started)"
+    )
+
+
+def test_an_agent_that_never_ran_a_tick_is_dead_until_it_does(hub: str, redis_client: redis.Redis) -> None:
+    now = NOW.timestamp()
+    StateStore(redis_client, hub).update("managedhub.heartbeat", cursor="0-0")  # started, then nothing
+    mark(redis_client, hub, WORKER, now)
+    mark(redis_client, hub, BEAT, now)
+
+    agent = status(redis_client, hub, now=now)["agent"]
+    assert agent["live"] is False
+    assert agent["problems"] == ["no tick run by the worker yet"]
+
+    mark(redis_client, hub, TICK, now)
+    assert status(redis_client, hub, now=now)["agent"]["live"] is True
+    assert status(redis_client, hub, now=now + 31)["agent"]["live"] is False  # the default limit: 30 s
+    assert status(redis_client, hub, now=now + 31, dead_after=60)["agent"]["live"] is True
+
+
+def test_a_bad_dead_after_is_refused(hub: str, redis_client: redis.Redis, capsys: pytest.CaptureFixture[str]) -> None:
+    live_agent(redis_client, hub, time.time())
+    assert main(["status", "--dead-after", "soon"]) == 2
+    assert "soon" in capsys.readouterr().err
+
+
+def ctl_status(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m agent_tasks.ctl status`` as a healthcheck runs it: a process of its own, judged by its exit code."""
+    return subprocess.run(
+        python_argv("-m", "agent_tasks.ctl", "status", *args),
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def exiting(env: dict[str, str], code: int) -> subprocess.CompletedProcess[str] | None:
+    """The result of ``ctl status --dead-after 5s`` when it exits with ``code``, else None (to wait on)."""
+    result = ctl_status(env, "--dead-after", "5s")
+    return result if result.returncode == code else None
+
+
+@pytest.mark.e2e
+def test_status_of_a_running_agent_is_live_and_turns_dead_when_its_beat_and_then_its_worker_stop(
+    process_env: dict[str, str], hub: str, tmp_path: Path, processes: list[Process]
+) -> None:
+    processes.extend(start_agent(process_env, tmp_path, listener=False))
+    worker, beat = processes
+
+    live = wait_for(
+        lambda: exiting(process_env, 0),
+        timeout=90,
+        what="ctl status to report the started agent live",
+    )
+    assert live.stdout.splitlines()[1].startswith("agent: live (worker seen ")
+
+    beat.stop()
+    # The worker runs each tick a moment after beat sends it, so for that moment only beat's mark is stale: wait
+    # until both are (the first "dead" report may name beat alone).
+    both = re.compile(r"agent: DEAD \(no tick sent by beat for \d+ s; no tick run by the worker for \d+ s; ")
+
+    def dead_with_both_stale() -> subprocess.CompletedProcess[str] | None:
+        result = exiting(process_env, 1)
+        return result if result is not None and both.match(result.stdout.splitlines()[1]) else None
+
+    dead = wait_for(
+        dead_with_both_stale, timeout=60, what="ctl status to report the agent dead once beat stopped, ticks too"
+    )
+    line = dead.stdout.splitlines()[1]
+    assert "worker seen" in line and "last send 20" in line  # the worker is still up; the startup resyncs were sent
+
+    worker.stop()
+    wait_for(
+        lambda: "no worker seen for" in ctl_status(process_env, "--dead-after", "5s").stdout,
+        timeout=60,
+        what="ctl status to say the worker is gone too",
+    )
+
+
+def test_status_of_an_unreachable_redis_is_neither_live_nor_dead(
+    monkeypatch: pytest.MonkeyPatch, hub_name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("HUB_NAME", hub_name)
+    monkeypatch.setenv("REDIS_URL", f"redis://127.0.0.1:{port}/0")
+
+    assert main(["status"]) == EXIT_UNKNOWN
+    assert "Redis cannot be read" in capsys.readouterr().err

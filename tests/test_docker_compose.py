@@ -14,7 +14,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 
 HUB_NUMBERS = (1, 2)
-AGENT_PROCESSES = ("worker", "beat", "listener", "simulator")
+AGENT_PROCESSES = ("worker", "beat", "listener", "metrics", "simulator")
 INFRASTRUCTURE_SERVICES = {"postgres", "redis", "kafka"}
 MANAGER_PROCESSES = {"web", "consumer", "worker", "beat"}
 MANAGER_SERVICES = {"migrate"} | MANAGER_PROCESSES
@@ -157,7 +157,7 @@ def test_every_python_service_command_names_a_module_or_command_that_exists() ->
     blocks = _service_blocks(_resolved_config())
     checked = 0
     for service in sorted(PYTHON_SERVICES):
-        for command in _key(blocks[service], "command"):
+        for command in [" ".join(_key(blocks[service], "command"))]:  # a long command is folded over lines
             for part in command.split("&&"):
                 words = part.replace('sh -c "', "").replace('"', "").split()
                 if words[:2] == ["python", "-m"]:
@@ -173,3 +173,42 @@ def test_every_python_service_command_names_a_module_or_command_that_exists() ->
                     pytest.fail(f"{service}: unrecognised command {part!r}")
                 checked += 1
     assert checked >= len(PYTHON_SERVICES)
+
+
+# The long-running app services whose health compose can see (the listener and simulator have no endpoint of their
+# own; the hub's liveness is `ctl status`, checked on its worker).
+HEALTHCHECKED_SERVICES = MANAGER_PROCESSES | {f"agent{n}-{p}" for n in HUB_NUMBERS for p in ("worker", "metrics")}
+
+
+def test_the_app_services_have_healthchecks() -> None:
+    blocks = _service_blocks(_resolved_config())
+
+    for name in sorted(HEALTHCHECKED_SERVICES):
+        test = _key(blocks[name], "healthcheck")
+        assert any(line.startswith("test:") or line.startswith("- ") for line in test), f"{name}: no healthcheck"
+
+
+def test_no_login_has_a_well_known_default_password() -> None:
+    config = _resolved_config()
+    blocks = _service_blocks(config)
+
+    migrate_env = _key(blocks["migrate"], "environment")
+    assert not any(line.startswith("DJANGO_SUPERUSER_PASSWORD: admin") for line in migrate_env), migrate_env
+    assert "--generate-password" in " ".join(_key(blocks["migrate"], "command"))
+
+
+def test_the_monitoring_profile_runs_prometheus_and_grafana_with_the_shipped_files() -> None:
+    result = _docker_compose("--profile", "monitoring", "config")
+    assert result.returncode == 0, result.stderr
+    blocks = _service_blocks(result.stdout)
+
+    assert {"prometheus", "grafana"} <= set(blocks)
+    for service in ("prometheus", "grafana"):
+        assert "- monitoring" in _key(blocks[service], "profiles"), f"{service} must be optional (a profile)"
+    for service in ("prometheus", "grafana"):
+        for line in _key(blocks[service], "volumes") + _key(blocks[service], "source"):
+            if line.startswith("source: /"):
+                path = Path(line.partition(":")[2].strip())
+                assert path.exists(), f"{service} mounts {path}, which is not in the repository"
+    rules = REPO_ROOT / "deploy/prometheus/alerts.yml"
+    assert rules.name in (REPO_ROOT / "deploy/prometheus/prometheus.yml").read_text()

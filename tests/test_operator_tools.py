@@ -32,7 +32,9 @@ def basic(username: str, password: str) -> dict[str, str]:
 @pytest.fixture
 def operator() -> User:
     user = User.objects.create_user("operator", password="secret-pw")
-    user.user_permissions.add(Permission.objects.get(codename="add_resyncrequest"))
+    user.user_permissions.add(
+        *Permission.objects.filter(codename__in=["add_resyncrequest", "view_resyncrequest", "view_hub"])
+    )
     return user
 
 

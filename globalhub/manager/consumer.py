@@ -11,6 +11,9 @@ timeout (``ConsumerOptions.session_timeout``, 6 s, not librdkafka's 45 s). With 
 membership) a restarted process with the same id takes its partitions back without waiting for that at all. The
 loop polls between two tries of a failing batch, so a long database outage does not get the consumer removed from
 its group for not polling (``max.poll.interval.ms``).
+
+Metrics: each consumer serves its own (batch duration histogram, records read, batches, errors) on
+``ConsumerOptions.metrics_addr`` while it runs (``globalhub/manager/metrics.py`` lists them).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from django.db import DatabaseError, close_old_connections, connection
 from globalhub.manager.ingest.pipeline import BatchStats, ingest_batch
 from globalhub.manager.ingest.positions import stored_positions
 from globalhub.manager.ingest.records import Record
+from globalhub.manager.metrics import BATCH_DURATION, BATCHES, ERRORS, RECORDS_READ, serve_consumer_metrics
 from globalhub.protocol.events import status_topic_pattern
 from globalhub.protocol.kafka import KafkaSettings, headers_of
 
@@ -67,6 +71,8 @@ class ConsumerOptions:
     instance_id: str | None = None
     # The longest one ingest attempt may take before librdkafka counts the consumer as stuck and leaves the group.
     attempt_timeout: float = 300.0
+    # Where this process serves its own metrics while it runs (host:port, port 0: any free one; "": not served).
+    metrics_addr: str = ""
 
     def membership_config(self) -> dict[str, int | str]:
         """librdkafka's group membership settings for these options.
@@ -133,13 +139,17 @@ class StatusConsumer:
             pattern,
             self._options.shared_topic or "(none)",
         )
+        metrics = serve_consumer_metrics(self._options.metrics_addr)
         try:
             while not self._stopping.is_set():
                 records = self._records(self._next_batch())
+                RECORDS_READ.inc(len(records))
                 if records and not self._ingested(records):
                     self._rewind(records)
                     self._back_off()
         finally:
+            if metrics is not None:
+                metrics.shutdown()
             self._consumer.close()
             connection.close()
             log.info("status consumer stopped")
@@ -167,6 +177,7 @@ class StatusConsumer:
                 if error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
                     log.debug("no hub status topic yet: %s", error)  # normal until the first agent starts
                 elif error.code() != KafkaError._PARTITION_EOF:
+                    ERRORS.labels("kafka").inc()
                     log.warning("kafka consumer error: %s", error)
                 continue
             records.append(_record(message))
@@ -188,6 +199,7 @@ class StatusConsumer:
                 records, topic_prefix=self._options.topic_prefix, shared_topic=self._options.shared_topic
             )
         except DatabaseError as error:
+            ERRORS.labels("database").inc()
             log.error(
                 "database error, batch of %d not ingested, retrying in %.1fs: %s",
                 len(records),
@@ -196,11 +208,14 @@ class StatusConsumer:
             )
             connection.close()
             return False
+        elapsed = time.monotonic() - started
+        BATCH_DURATION.observe(elapsed)
+        BATCHES.inc()
         self._retry_delay = self._options.retry_initial
         log.info(
             "ingested %d records in %.0f ms: applied=%d superseded=%d dead_letters=%d %s",
             len(records),
-            (time.monotonic() - started) * 1000,
+            elapsed * 1000,
             stats.applied,
             stats.superseded,
             stats.dead_letters,

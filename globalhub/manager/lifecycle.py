@@ -113,12 +113,16 @@ def broker_topic_ends(topics: Sequence[str]) -> Mapping[str, Mapping[int, int]]:
     return topic_ends(KafkaSettings.from_env(), topics)
 
 
+def silent_since(cutoff: datetime) -> Q:
+    """Hubs with no heartbeat read since ``cutoff`` (nor since they appeared, if never): the probe's rule, and what
+    the admin shows as "overdue" before the probe has run."""
+    return Q(last_heartbeat__lt=cutoff) | Q(last_heartbeat__isnull=True, created_at__lt=cutoff)
+
+
 def quiet_hubs(now: datetime, timing: Timing) -> list[str]:
     """Active hubs with no heartbeat read for longer than the timeout (since they appeared, if never)."""
     cutoff = now - timing.timeout
-    quiet = Hub.objects.filter(state=Hub.State.ACTIVE).filter(
-        Q(last_heartbeat__lt=cutoff) | Q(last_heartbeat__isnull=True, created_at__lt=cutoff)
-    )
+    quiet = Hub.objects.filter(state=Hub.State.ACTIVE).filter(silent_since(cutoff))
     return list(quiet.order_by("name").values_list("name", flat=True))
 
 
@@ -149,6 +153,39 @@ def hub_topics(hubs: Iterable[str], prefix: str, shared: str) -> dict[str, str]:
     return {hub: shared if hub in on_shared else prefix + hub for hub in names}
 
 
+def every_hub_topic(timing: Timing) -> list[str]:
+    """The status topic of every known hub, whatever its state (see :func:`hub_topics`)."""
+    hubs = Hub.objects.order_by("name").values_list("name", flat=True)
+    return sorted(set(hub_topics(hubs, timing.topic_prefix, timing.shared_topic).values()))
+
+
+def store_topic_ends(ends: Mapping[str, Mapping[int, int]], read_at: datetime) -> int:
+    """Note each partition's end as read into its stored position (``end_offset``, ``end_read_at``): the consumer
+    lag of ``/metrics`` is ``end_offset - next_offset``. Returns how many positions were updated.
+
+    One statement. Only partitions the consumer has a position for: a position is the consumer's to create. A
+    position a batch holds locked (its commit is moments away) is skipped rather than waited for, so the probe
+    never waits on the consumer nor deadlocks with it; its end is noted at the next pass.
+    """
+    found = sorted(
+        (topic, partition, end) for topic, partitions in ends.items() for partition, end in partitions.items()
+    )
+    if not found:
+        return 0
+    table = connection.ops.quote_name(ConsumedPosition._meta.db_table)
+    values = ", ".join(["(%s, %s::integer, %s::bigint)"] * len(found))
+    statement = (
+        f"WITH ends (topic, partition, end_offset) AS (VALUES {values}), "
+        f"free AS (SELECT stored.id, ends.end_offset FROM {table} AS stored JOIN ends "
+        "ON stored.topic = ends.topic AND stored.partition = ends.partition FOR UPDATE OF stored SKIP LOCKED) "
+        f"UPDATE {table} AS stored SET end_offset = free.end_offset, end_read_at = %s FROM free "
+        "WHERE stored.id = free.id"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(statement, [value for row in found for value in row] + [read_at])
+        return int(cursor.rowcount)
+
+
 def record_transition(hub: str, at: datetime, from_state: str, to_state: str, reason: str, by: str = "") -> None:
     """Note a change of ``hub``'s state in its history; the caller makes the change in the same transaction."""
     HubTransition.objects.create(
@@ -162,8 +199,7 @@ def deactivate(hub: str, now: datetime, timing: Timing, partitions: Iterable[int
     cutoff = now - timing.timeout
     with transaction.atomic():
         _lock_partitions(hub_topics([hub], timing.topic_prefix, timing.shared_topic)[hub], partitions)
-        silent = Q(last_heartbeat__lt=cutoff) | Q(last_heartbeat__isnull=True, created_at__lt=cutoff)
-        changed = Hub.objects.filter(silent, name=hub, state=Hub.State.ACTIVE).update(
+        changed = Hub.objects.filter(silent_since(cutoff), name=hub, state=Hub.State.ACTIVE).update(
             state=Hub.State.INACTIVE, state_changed_at=now
         )
         if changed != 1:
@@ -219,11 +255,18 @@ def delete_hub(hub: str, now: datetime, by: str) -> dict[str, int]:
     """Forget ``hub``: its row and every row it reported go (clusters, policies, compliance, versions, positions
     stay with their topic). Its history stays. If the hub speaks again it is first seen anew and resynced whole.
     Returns what was deleted, per model."""
+    conf = settings.GLOBALHUB
     with transaction.atomic():
+        topic = hub_topics([hub], conf.status_topic_prefix, conf.shared_status_topic)[hub]
+        # As deactivate does: the consumer's batch of this topic finishes first (it takes the same locks before
+        # touching the hub's rows), so no batch writes rows of a hub being deleted, and no deadlock between them.
+        _lock_partitions(topic, ())
         state = Hub.objects.select_for_update().filter(name=hub).values_list("state", flat=True).first()
         if state is None:
             return {}
         _, deleted = Hub.objects.filter(name=hub).delete()
+        if topic != conf.shared_status_topic:  # its own topic is no longer probed: no stale lag for a deleted hub
+            ConsumedPosition.objects.filter(topic=topic).update(end_offset=None, end_read_at=None)
         record_transition(
             hub,
             now,
@@ -306,7 +349,8 @@ def probe(now: datetime | None = None, timing: Timing | None = None, ends: Topic
     A quiet hub is silent only once its topic was read to the end: its heartbeats may be waiting in Kafka (a
     lagging or stopped consumer, a partition nobody is assigned), and then it is not judged. Kafka is asked at
     every pass, quiet hubs or not, so an outage is seen: while Kafka does not answer nobody is judged, and after it
-    answers again nobody is for ``startup_grace`` (the hubs' heartbeats could not be stored meanwhile).
+    answers again nobody is for ``startup_grace`` (the hubs' heartbeats could not be stored meanwhile). Every hub's
+    topic is asked in the same request, and the ends read are stored with the positions (the consumer lag).
     """
     moment = now or timezone.now()
     rules = timing or Timing.from_settings()
@@ -315,13 +359,15 @@ def probe(now: datetime | None = None, timing: Timing | None = None, ends: Topic
     started = last_manager_start()
     result.in_startup_grace = started is not None and moment - started < rules.startup_grace
     quiet = [] if result.in_startup_grace else quiet_hubs(moment, rules)
-    # Read after the quiet hubs were chosen: the ends cover everything stored up to now.
+    # Read after the quiet hubs were chosen: the ends cover everything stored up to now. Every hub's topic is asked
+    # in the same request, for the consumer lag (see store_topic_ends); only the quiet hubs' topics judge.
     topic_of = hub_topics(quiet, rules.topic_prefix, rules.shared_topic)
-    topics = sorted(set(topic_of.values()))
+    judged = sorted(set(topic_of.values()))
+    topics = sorted({*judged, *every_hub_topic(rules)})
     known: Mapping[str, Mapping[int, int]] = {}
     try:
         known = (ends or broker_topic_ends)(topics)
-        result.kafka_unreachable = bool(topics) and not any(topic in known for topic in topics)
+        result.kafka_unreachable = bool(judged) and not any(topic in known for topic in judged)
     except KafkaUnavailable as error:
         result.kafka_unreachable = True
         log.warning("probe: Kafka cannot be asked, nobody is judged: %s", error)
@@ -329,6 +375,7 @@ def probe(now: datetime | None = None, timing: Timing | None = None, ends: Topic
         kafka_unreachable(moment)
     else:
         result.outage_grace_until = kafka_answered(moment, rules.startup_grace)
+        store_topic_ends(known, moment)
     for hub in quiet:
         topic = topic_of[hub]
         if result.kafka_unreachable:

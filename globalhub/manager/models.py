@@ -325,7 +325,11 @@ class DeadLetter(models.Model):
 
     class Meta:
         ordering = ["-received_at"]
-        indexes = [models.Index(fields=["topic", "partition", "offset"], name="dead_letter_position")]
+        indexes = [
+            models.Index(fields=["topic", "partition", "offset"], name="dead_letter_position"),
+            # The overview's and the hub list's "dead letters in the last hour" per hub.
+            models.Index(fields=["hub_name", "received_at"], name="dead_letter_hub_received"),
+        ]
         # One message, one verdict: a redelivered message can never be dead-lettered twice (exactly-once witness).
         constraints = [
             models.UniqueConstraint(
@@ -479,13 +483,11 @@ class ResyncRequest(models.Model):
         return f"#{self.pk} {self.reason} resync of {self.subject}"
 
     def progress(self, now: datetime, overdue_after: timedelta) -> str:
-        """Where the request stands: complete, not sent yet, waiting for its answers, or overdue (still not
-        complete ``overdue_after`` after it was requested)."""
-        if self.completed_at is not None:
-            return "complete"
-        if now - self.requested_at > overdue_after:
-            return "overdue"
-        return "waiting for answers" if self.sent_at is not None else "not sent yet"
+        """Where the request stands: pending, sent, complete, overdue or failed (the rule lives in
+        :func:`globalhub.manager.resync_requests.status_conditions`)."""
+        from globalhub.manager.resync_requests import status_of  # that module imports this one
+
+        return status_of(self, now, overdue_after).value
 
 
 class ResyncTarget(models.Model):

@@ -14,15 +14,29 @@
   is complete once a full state answering *that* request was ingested whole for every requested type
   (``globalhub/manager/answers.py``). A request with no target (a broadcast while no hub is active) is complete
   when it is recorded.
+* :func:`with_status` / :func:`status_of` tell where a request stands, one of :class:`Status`, with the rule in one
+  place (:func:`status_conditions`) for the admin, the API and the metrics:
+
+  - ``complete``: every target answered (or there was none);
+  - ``failed``: it cannot complete as things are. Either nobody able to answer is left (every target still owing
+    an answer is a hub now inactive, or the hubs it asked were deleted), or it was never sent, its last send
+    failed and ``GH_RESYNC_OVERDUE`` has passed since it was requested. It is computed, not stored: a hub that
+    speaks again is asked by its reactivation request, whose answer also completes the earlier requests sent to
+    it (``answers.py``), and a Kafka back in time sends the request; it then reads sent, or complete;
+  - ``overdue``: not complete ``GH_RESYNC_OVERDUE`` after it was requested, and not failed;
+  - ``sent``: sent to Kafka, answers awaited;
+  - ``pending``: recorded, not sent yet.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
+from enum import StrEnum
 
 from django.db import transaction
+from django.db.models import Case, CharField, Count, Exists, OuterRef, Q, QuerySet, Value, When
 from django.utils import timezone
 
 from globalhub.celery import app
@@ -211,3 +225,60 @@ def dispatch_pending(producer: ConfirmedProducer, spec_topic: str, limit: int = 
             request.save(update_fields=["sent_at", "send_attempts", "last_send_error"])
         sent += 1
     return sent
+
+
+class Status(StrEnum):
+    """Where a resync request stands (see the module docstring); also the metric's label values."""
+
+    PENDING = "pending"
+    SENT = "sent"
+    COMPLETE = "complete"
+    OVERDUE = "overdue"
+    FAILED = "failed"
+
+
+def status_conditions(now: datetime, overdue_after: timedelta) -> dict[Status, Q]:
+    """One condition per status on ``ResyncRequest`` rows; exactly one holds for any request, checked in this
+    order: complete, failed, overdue, sent, pending."""
+    late = Q(requested_at__lt=now - overdue_after)
+    still_owed_by_a_live_hub = Exists(
+        ResyncTarget.objects.filter(request=OuterRef("pk"), completed_at__isnull=True, hub__state=Hub.State.ACTIVE)
+    )
+    open_ = Q(completed_at__isnull=True)
+    send_failed = Q(sent_at__isnull=True) & ~Q(last_send_error="") & late
+    failed = open_ & (~still_owed_by_a_live_hub | send_failed)
+    overdue = open_ & ~failed & late
+    sent = open_ & ~failed & ~late & Q(sent_at__isnull=False)
+    pending = open_ & ~failed & ~late & Q(sent_at__isnull=True)
+    return {
+        Status.COMPLETE: ~open_,
+        Status.FAILED: failed,
+        Status.OVERDUE: overdue,
+        Status.SENT: sent,
+        Status.PENDING: pending,
+    }
+
+
+def with_status(queryset: QuerySet[ResyncRequest], now: datetime, overdue_after: timedelta) -> QuerySet[ResyncRequest]:
+    """The requests annotated with ``gh_status``, their :class:`Status` (one SQL expression: filterable, sortable)."""
+    whens = [
+        When(condition, then=Value(status.value)) for status, condition in status_conditions(now, overdue_after).items()
+    ]
+    return queryset.annotate(gh_status=Case(*whens, default=Value(Status.PENDING.value), output_field=CharField()))
+
+
+def status_of(request: ResyncRequest, now: datetime, overdue_after: timedelta) -> Status:
+    """The :class:`Status` of one request: its ``gh_status`` annotation when loaded with :func:`with_status`, else
+    read from the database (one query)."""
+    annotated = getattr(request, "gh_status", None)
+    if annotated is None:
+        loaded = with_status(ResyncRequest.objects.filter(pk=request.pk), now, overdue_after).first()
+        annotated = getattr(loaded, "gh_status", None)
+    return Status(annotated or Status.PENDING)
+
+
+def count_by_status(now: datetime, overdue_after: timedelta) -> dict[Status, int]:
+    """How many requests are in each status (every status present, zero or not): for the metrics. One query."""
+    conditions = status_conditions(now, overdue_after)
+    counts = ResyncRequest.objects.aggregate(**{s.value: Count("id", filter=q) for s, q in conditions.items()})
+    return {status: int(counts[status.value]) for status in Status}

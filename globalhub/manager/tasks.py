@@ -1,4 +1,6 @@
-"""The manager's Celery tasks: thin adapters over the lifecycle and the resync requests."""
+"""The manager's Celery tasks: thin adapters over the lifecycle and the resync requests.
+
+Every run is recorded as a ``TaskRun`` by the app's signals (``globalhub.celery``)."""
 
 from __future__ import annotations
 
@@ -10,8 +12,8 @@ from django.db import OperationalError
 from django.utils import timezone
 
 from globalhub.celery import app
-from globalhub.manager import lifecycle, retention
-from globalhub.manager.models import ResyncRequest
+from globalhub.manager import lifecycle, retention, taskruns
+from globalhub.manager.models import ResyncRequest, TaskRun
 from globalhub.manager.resync_requests import SEND_TASK, dispatch_pending, request_resyncs
 from globalhub.protocol.kafka import ConfirmedProducer, KafkaSettings, KafkaUnavailable
 
@@ -63,16 +65,23 @@ def probe_hubs() -> dict[str, list[str]]:
     }
 
 
-@app.task(name=SEND_TASK, ignore_result=True)
+@app.task(name=SEND_TASK, ignore_result=True, quiet_when_idle=True)
 def send_resync_requests() -> int:
-    """Send pending resync requests to the hubs (after each request's commit, and every few seconds)."""
+    """Send pending resync requests to the hubs (after each request's commit, and every few seconds).
+
+    Quiet when idle (``globalhub.celery``): a run that sent nothing is neither recorded as a task run nor logged at
+    INFO, as it happens every 5 seconds."""
     return dispatch_pending(_producer.get(), settings.GLOBALHUB.spec_topic)
 
 
 @app.task(name="manager.prune_events", ignore_result=True)
 def prune_events() -> dict[str, int]:
-    """Delete stored events older than ``GH_EVENT_RETENTION`` (the event streams' retention)."""
-    return retention.prune_events(timezone.now(), settings.GLOBALHUB.event_retention)
+    """Delete stored events older than ``GH_EVENT_RETENTION`` (the event streams' retention), and recorded task
+    runs older than ``GH_TASK_RUN_RETENTION``: the hourly retention job."""
+    now = timezone.now()
+    deleted = retention.prune_events(now, settings.GLOBALHUB.event_retention)
+    deleted[TaskRun._meta.db_table] = taskruns.prune(now, settings.GLOBALHUB.task_run_retention)
+    return deleted
 
 
 @app.task(name="manager.periodic_resync", ignore_result=True)

@@ -37,6 +37,12 @@ class EventType(StrEnum):
         return cls(full)
 
 
+def short_name(event_type: str) -> str:
+    """``managedcluster`` for a known type's full CloudEvent type string; anything else (a type of a newer agent,
+    stored as it came) unchanged, so showing a stored type never fails."""
+    return event_type.removeprefix(EVENT_TYPE_PREFIX) if event_type.startswith(EVENT_TYPE_PREFIX) else event_type
+
+
 # What the manager asks for on start, on reactivation and by default: exactly these, in this order.
 RESYNC_TYPES: Final = (
     EventType.HUB_INFO,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from globalhub.manager.ingest.records import Record, Rejected, StatusEvent
 from globalhub.protocol import jsonutil
 from globalhub.protocol.bundles import BundleError, FrameInfo
@@ -84,7 +86,26 @@ def hub_of_record(record: Record, topic_prefix: str, shared_topic: str = "") -> 
     (the envelope's check says why)."""
     if not shared_topic or record.topic != shared_topic:
         return hub_from_status_topic(record.topic, topic_prefix)
+    source = _source_header(record.headers)
+    if source is None:
+        return None  # the envelope's check makes it a dead letter, saying why
     try:
-        return hub_of_shared_record(decode(record.key, record.value, record.headers).source, record.topic)
-    except Exception:  # anything wrong with the record: the envelope's check makes it a dead letter
+        return hub_of_shared_record(source, record.topic)
+    except Rejected:
+        return None
+
+
+def _source_header(headers: Sequence[tuple[str, bytes | None]] | None) -> str | None:
+    """The CloudEvent's source from its ``ce_source`` header (binary content mode), without decoding the event:
+    the record is decoded once, by :func:`open_envelope`. As the decoder does, a repeated header counts by its last
+    copy; a record without the headers every CloudEvent has names no hub (it will be a dead letter)."""
+    found: dict[str, bytes] = {}
+    for name, raw in headers or ():
+        if raw is not None and name.lower() in ("ce_source", "ce_specversion", "ce_id"):
+            found[name.lower()] = raw
+    if "ce_specversion" not in found or not found.get("ce_id") or "ce_source" not in found:
+        return None
+    try:
+        return found["ce_source"].decode("utf-8")
+    except UnicodeDecodeError:
         return None

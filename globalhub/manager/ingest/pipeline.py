@@ -53,6 +53,7 @@ from globalhub.manager.ingest.registry import (
     MODES,
     RULES,
 )
+from globalhub.manager.ingest.totals import Outcome, Totals, save_totals
 from globalhub.manager.ingest.versions import VersionBook
 from globalhub.manager.lifecycle import HeartbeatSeen, Timing, heartbeat_seen, record_transition
 from globalhub.manager.models import (
@@ -84,14 +85,18 @@ class BatchStats:
     digests_diverged: int = 0  # and those that did not (see ``globalhub/manager/divergence.py``)
     not_stored: int = 0  # records of types the registry accepts and counts without storing them
     by_type: dict[str, int] = field(default_factory=dict)
+    totals: Totals = field(default_factory=Totals)  # bundles and rows per (type, outcome): IngestTotal
 
-    def count(self, event: StatusEvent) -> None:
+    def count(self, event: StatusEvent, rows: int) -> None:
+        """A bundle took effect, writing ``rows`` objects."""
         self.applied += 1
         self.by_type[event.type.short] = self.by_type.get(event.type.short, 0) + 1
+        self.totals.add(event.type, Outcome.STORED, rows)
 
     def count_not_stored(self, event: StatusEvent) -> None:
         self.not_stored += 1
         self.by_type[event.type.short] = self.by_type.get(event.type.short, 0) + 1
+        self.totals.add(event.type, Outcome.NOT_STORED)
 
 
 @dataclass
@@ -145,10 +150,13 @@ class _Batch:
             self.slots[slot] = SlotMemory(seen=first_sight(HYBRID_TYPES[event.type].table, event.hub))
         return self.slots[slot]
 
-    def applied(self, event: StatusEvent, verdict: Verdict, full_state: int | None, *, whole: bool = True) -> None:
-        """A hybrid record took effect: it goes into its slot, it counts, and it is observed."""
+    def applied(
+        self, event: StatusEvent, verdict: Verdict, full_state: int | None, rows: int, *, whole: bool = True
+    ) -> None:
+        """A hybrid record took effect (writing ``rows`` objects): it goes into its slot, it counts, and it is
+        observed."""
         self.versions.processed(event, verdict, self.now)
-        self.stats.count(event)
+        self.stats.count(event, rows)
         self.observe(event, full_state, whole=whole)
 
     def observe(self, event: StatusEvent, full_state: int | None, *, whole: bool = True) -> None:
@@ -205,6 +213,7 @@ def ingest_batch(records: Sequence[Record], *, topic_prefix: str, shared_topic: 
         batch.requests.save(now)
         _hub_lifecycle(batch)
         store_positions(fresh)
+        save_totals(stats.totals)  # last: its rows are shared by every consumer, locked until the commit
     return stats
 
 
@@ -358,8 +367,8 @@ class _ChunkRun:
             return self._records
         self._memory.keep(HybridResult(progress=self._progress, marks=[(self._progress.resync_id, self._ids)]))
         for opened in self._records:
-            assert opened.event is not None
-            self._batch.applied(opened.event, self._verdict, None)
+            assert opened.event is not None and opened.work is not None
+            self._batch.applied(opened.event, self._verdict, None, len(opened.work.rows))
         return []
 
     def abort(self) -> None:
@@ -502,6 +511,7 @@ def _ingest_one(opened: Opened, batch: _Batch, meanwhile: Meanwhile | None) -> N
             )
         if event.hub in batch.inactive and not (rule.liveness or rule.mode is Mode.APPEND):
             batch.stats.inactive += 1  # its reactivation's resync brings what it says
+            batch.stats.totals.add(event.type, Outcome.INACTIVE)
             return
         if rule.hybrid is not None:
             _apply_hybrid(opened, event, batch, meanwhile)
@@ -517,7 +527,11 @@ def _ingest_one(opened: Opened, batch: _Batch, meanwhile: Meanwhile | None) -> N
         if not refuses_the_data(error):
             raise  # the database is in trouble, not this record: the caller retries the batch
         # The database refused this record's data: retrying cannot help, recording it does.
-        _dead_letter(record, Rejected(f"database rejected the data: {error}"), batch.stats)
+        known = opened.event
+        hub, event_type = (known.hub, str(known.type)) if known is not None else ("", "")
+        _dead_letter(
+            record, Rejected(f"database rejected the data: {error}", hub=hub, event_type=event_type), batch.stats
+        )
 
 
 def _apply_hybrid(opened: Opened, event: StatusEvent, batch: _Batch, meanwhile: Meanwhile | None) -> None:
@@ -552,9 +566,9 @@ def _apply_hybrid(opened: Opened, event: StatusEvent, batch: _Batch, meanwhile: 
     memory.keep(result)
     if result.offered and result.stale == result.offered and result.full_state is None:
         batch.versions.processed(event, verdict, batch.now)
-        _superseded(event, batch, f"every one of its {result.offered} objects is older than the row's")
+        _superseded(event, batch, f"every one of its {result.offered} objects is older than the row's", Outcome.REFUSED)
     else:
-        batch.applied(event, verdict, result.full_state, whole=not result.stale)
+        batch.applied(event, verdict, result.full_state, result.offered - result.stale, whole=not result.stale)
         if result.stale:  # partly refused: a replay, a reordering, or rows a poisoned version holds
             batch.refused(event, f"{result.stale} of its {result.offered} objects are older than the row's")
     if result.full_state is not None:
@@ -571,7 +585,7 @@ def _store_events(stream: EventStream, event: StatusEvent, batch: _Batch) -> Non
     rows = stream.rows(event, batch.now)
     with transaction.atomic():  # a savepoint: a rejected record leaves no partial effect
         stream.store(rows)
-    batch.applied(event, verdict, None)
+    batch.applied(event, verdict, None, len(rows))
 
 
 def _offer_complete(event: StatusEvent, batch: _Batch) -> None:
@@ -587,6 +601,7 @@ def _offer_complete(event: StatusEvent, batch: _Batch) -> None:
         raise Rejected(f"truncated state: {problem}", hub=event.hub, event_type=event.type)
     if data is None:
         batch.stats.staged_frames += 1
+        batch.stats.totals.add(event.type, Outcome.STAGED)
         return
     if RULES[event.type].liveness:
         batch.heartbeat(event)  # liveness, whatever its version says
@@ -611,6 +626,7 @@ def _offer_complete(event: StatusEvent, batch: _Batch) -> None:
         return
     if slot in batch.pending:
         batch.stats.superseded += 1  # conflation: a newer complete state of the same slot replaces it
+        batch.stats.totals.add(event.type, Outcome.SUPERSEDED)
     batch.pending[slot] = _Pending(event, state, answering)
     batch.versions.processed(event, verdict, batch.now)
 
@@ -645,13 +661,17 @@ def _apply_complete_states(batch: _Batch) -> None:
             if problem:
                 _dead_letter(event.record, Rejected(problem, hub=hub, event_type=event_type), batch.stats)
                 continue
-            batch.stats.count(event)
-            batch.observe(event, len(state) if isinstance(state, list) else 1)
+            objects = len(state) if isinstance(state, list) else 1
+            batch.stats.count(event, objects)
+            batch.observe(event, objects)
             batch.requests.answer(event, pending.answers)
 
 
-def _superseded(event: StatusEvent, batch: _Batch, reason: str) -> None:
+def _superseded(event: StatusEvent, batch: _Batch, reason: str, outcome: Outcome = Outcome.SUPERSEDED) -> None:
+    """A bundle taking no effect: its version was not admitted (``superseded``), or every object it carried is
+    older than the row's (``refused``)."""
     batch.stats.superseded += 1
+    batch.stats.totals.add(event.type, outcome)
     if not RULES[event.type].liveness:  # a heartbeat's version never matters: liveness took it already
         batch.refused(event, reason)
     log.info(
@@ -667,3 +687,4 @@ def _superseded(event: StatusEvent, batch: _Batch, reason: str) -> None:
 def _dead_letter(record: Record, rejected: Rejected, stats: BatchStats) -> None:
     dead_letter(record, rejected)
     stats.dead_letters += 1
+    stats.totals.add(rejected.event_type, Outcome.DEAD_LETTER)

@@ -45,6 +45,7 @@ class Command(BaseCommand):
                 retry_max=conf.db_retry_max.total_seconds(),
                 session_timeout=conf.consumer_session_timeout.total_seconds(),
                 instance_id=options["instance_id"] or None,
+                metrics_addr=conf.consumer_metrics_addr,
             ),
         )
 
