@@ -147,6 +147,7 @@ GLOBALHUB = ManagerSettings(
     status_topic_prefix=env_str("GH_STATUS_TOPIC_PREFIX", "gh-status."),
     consumer_group=env_str("GH_CONSUMER_GROUP", "global_hub"),
     consumer_batch_size=env_int("GH_CONSUMER_BATCH_SIZE", 500, minimum=1),
+    consumer_batch_bytes=env_int("GH_CONSUMER_BATCH_BYTES", 16 * 1024 * 1024, minimum=1),
     # How long the group waits for a consumer that stopped heartbeating (kill -9, lost host, broker restart) before
     # its hubs move to another member: the classic broker's smallest (group.min.session.timeout.ms), not
     # librdkafka's 45 s, which kept a restarted consumer without partitions for 45 s or more.

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import redis
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -19,6 +20,7 @@ from agent_tasks.inventory import Change, RedisInventory
 from agent_tasks.resync_queue import ResyncQueue
 from agent_tasks.simulate import cluster_changes, populate
 from globalhub.manager.digests import hub_digest
+from globalhub.manager.divergence import Claim, check_digests
 from globalhub.manager.ingest.pipeline import ingest_batch
 from globalhub.manager.ingest.records import Record
 from globalhub.manager.models import (
@@ -227,6 +229,33 @@ def test_a_digest_equal_to_the_rows_agrees() -> None:
     assert status_of(topic).digest_agreed is True
     assert not Divergence.objects.filter(hub_id=topic.hub).exists()
     assert not ResyncRequest.objects.exists()
+
+
+def checked_digests(count: int, diverging: int) -> tuple[int, list[bool]]:
+    """``count`` known hubs' digests checked at once, the ``diverging``-th claiming a cluster it does not have:
+    the statements it took and the outcomes."""
+    objects = {1: "a", 2: "b"}
+    hubs = [known_hub(objects).hub for _ in range(count)]
+    agreeing, wrong = cluster_rows_digest(objects), cluster_rows_digest({1: "a"})
+    claims = [
+        Claim(hub, EventType.MANAGED_CLUSTER, wrong if i == diverging else agreeing, request_open=False)
+        for i, hub in enumerate(hubs)
+    ]
+    with CaptureQueriesContext(connection) as queries:
+        outcomes = check_digests(claims, timezone.now())
+    (asked,) = ResyncRequest.objects.filter(reason=ResyncRequest.Reason.DIVERGED)  # for the diverging hub only
+    assert asked.subject == hubs[diverging]
+    return len(queries), outcomes
+
+
+@pytest.mark.django_db
+def test_the_digests_of_many_hubs_are_checked_in_a_fixed_number_of_statements() -> None:
+    few, outcomes = checked_digests(3, diverging=1)
+    assert outcomes == [True, False, True]
+    many, outcomes = checked_digests(30, diverging=7)
+    assert outcomes == [i != 7 for i in range(30)]
+    assert many == few  # the agreeing ones in bulk; the one difference costs the same in both
+    assert Divergence.objects.count() == 2
 
 
 @pytest.mark.django_db

@@ -27,6 +27,9 @@ class ManagerSettings:
     resync_overdue: timedelta  # a resync request not complete this long after it was requested is overdue
     shared_status_topic: str = ""  # a shared status topic read besides the per-hub ones ("": none)
     event_retention: timedelta = timedelta(days=90)  # stored events older than this are deleted (prune events)
+    # A batch also ends once its records' bytes reach this: a consumer's memory is bounded by bytes, not a count
+    # (500 full 800 KiB frames would be 400 MB before parsing).
+    consumer_batch_bytes: int = 16 * 1024 * 1024
     # Per resync type (short name), from GH_PERIODIC_RESYNC_INTERVAL_<TYPE>; a type not here uses the general one.
     periodic_resync_intervals: Mapping[str, timedelta] = field(default_factory=dict)
     task_run_retention: timedelta = timedelta(days=7)  # recorded task runs older than this are deleted (prune events)

@@ -53,11 +53,16 @@ _UNRECOVERABLE = {
 }
 
 
+_CHUNK = 32  # messages taken at once while a batch fills (the bytes are checked between chunks)
+_GATHER = 0.02  # seconds a batch waits for more records after its first
+
+
 @dataclass(frozen=True)
 class ConsumerOptions:
     group_id: str
     topic_prefix: str
     batch_size: int = 500
+    batch_bytes: int = 16 * 1024 * 1024  # a batch ends once its records' values reach this many bytes
     # A shared status topic read besides the per-hub topics ("" : none); its records speak for their source's hub.
     shared_topic: str = ""
     poll_timeout: float = 1.0
@@ -107,7 +112,15 @@ class StatusConsumer:
         self._retry_delay = options.retry_initial
         # The membership settings come first, so that a KAFKA_CLIENT_* setting of the same name still wins; the
         # ones after them are what the loop is built on and win over anything.
-        config: dict[str, object] = {**options.membership_config(), **settings.client_config()}
+        config: dict[str, object] = {
+            **options.membership_config(),
+            # What librdkafka fetches ahead, per partition and in all: with one partition per hub, 10 MiB per
+            # partition let a 1,000-hub consumer hold hundreds of MB of prefetched records. A record larger than
+            # the per-partition size is still fetched whole (KIP-74): frames are at most 800 KiB.
+            "max.partition.fetch.bytes": 1024 * 1024,
+            "queued.max.messages.kbytes": 32 * 1024,
+            **settings.client_config(),
+        }
         config.update(
             {
                 "group.id": options.group_id,
@@ -119,8 +132,6 @@ class StatusConsumer:
                 "partition.assignment.strategy": "roundrobin",
                 "topic.metadata.refresh.interval.ms": options.topic_refresh_ms,
                 "metadata.max.age.ms": max(options.topic_refresh_ms * 3, 1000),
-                "fetch.message.max.bytes": 10 * 1024 * 1024,
-                "max.partition.fetch.bytes": 10 * 1024 * 1024,
             }
         )
         self._consumer = Consumer(config)
@@ -155,16 +166,33 @@ class StatusConsumer:
             log.info("status consumer stopped")
 
     def _next_batch(self) -> list[Message]:
-        """Wait for the first message, then take whatever else is already fetched, up to the batch size.
+        """Wait for the first message, then take whatever else is already fetched, up to the batch size and the
+        batch bytes (memory is what a batch of large frames costs: a fleet's broadcast held 450 MB at 500 records).
 
         ``consume(n, timeout)`` alone would wait the whole timeout for ``n`` messages, adding latency to every
-        small burst.
+        small burst. Messages are taken in small chunks so the bytes are checked between them; nothing is taken
+        that the batch does not keep.
         """
         first = self._consumer.poll(self._options.poll_timeout)
         if first is None:
             return []
-        rest = self._consumer.consume(self._options.batch_size - 1, 0.02) if self._options.batch_size > 1 else []
-        return [first, *rest]
+        batch = [first]
+        size = largest = max(len(first.value() or b""), 1)
+        deadline = time.monotonic() + _GATHER
+        while len(batch) < self._options.batch_size and size < self._options.batch_bytes:
+            # No more than the bytes left can hold at the largest size seen: a batch passes its bytes by one record
+            # at most.
+            fits = max(1, (self._options.batch_bytes - size) // largest)
+            want = min(_CHUNK, self._options.batch_size - len(batch), fits)
+            chunk = self._consumer.consume(want, max(0.0, deadline - time.monotonic()))
+            if not chunk:
+                break  # nothing more fetched within the gathering time
+            batch.extend(chunk)
+            for message in chunk:
+                length = len(message.value() or b"")
+                size += length
+                largest = max(largest, length)
+        return batch
 
     def _records(self, messages: Sequence[Message]) -> list[Record]:
         records = []

@@ -32,7 +32,7 @@ from django.utils import timezone
 
 from globalhub.manager.answers import OpenRequests
 from globalhub.manager.digests import DIGEST_TABLES
-from globalhub.manager.divergence import check_digest
+from globalhub.manager.divergence import Claim, check_digests
 from globalhub.manager.ingest import bulk
 from globalhub.manager.ingest.admission import Mode, Verdict
 from globalhub.manager.ingest.bulk import Meanwhile, first_sight
@@ -220,10 +220,13 @@ def ingest_batch(records: Sequence[Record], *, topic_prefix: str, shared_topic: 
 def _check_digests(batch: _Batch) -> None:
     """Compare each hub's last digest of a type with the rows, unless a later record of the type came after it in
     this batch (the rows then hold more than the digest describes: the next heartbeat's digest is checked)."""
-    for (hub, kind), (offset, claimed) in sorted(batch.digests.items()):
-        if hub in batch.inactive or batch.last_offsets.get((hub, kind), -1) > offset:
-            continue
-        if check_digest(hub, kind, claimed, batch.now, request_open=batch.requests.is_open(hub, kind.value)):
+    claims = [
+        Claim(hub, kind, claimed, request_open=batch.requests.is_open(hub, kind.value))
+        for (hub, kind), (offset, claimed) in sorted(batch.digests.items())
+        if hub not in batch.inactive and batch.last_offsets.get((hub, kind), -1) <= offset
+    ]
+    for agreed in check_digests(claims, batch.now):
+        if agreed:
             batch.stats.digests_agreed += 1
         else:
             batch.stats.digests_diverged += 1

@@ -41,6 +41,7 @@ class Command(BaseCommand):
                 topic_prefix=conf.status_topic_prefix,
                 shared_topic=conf.shared_status_topic,
                 batch_size=options["batch_size"],
+                batch_bytes=conf.consumer_batch_bytes,
                 topic_refresh_ms=conf.topic_refresh_ms,
                 retry_max=conf.db_retry_max.total_seconds(),
                 session_timeout=conf.consumer_session_timeout.total_seconds(),
