@@ -55,6 +55,7 @@ from bench.common import (
     default_kafka,
     default_redis_url,
     delete_topics,
+    drop_database,
     group_members,
     listener_argv,
     log_dir_for,
@@ -165,12 +166,6 @@ def scratch_database(base_url: str, name: str) -> str:
     with psycopg.connect(urlunsplit(parts._replace(path="/postgres")), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     return urlunsplit(parts._replace(path=f"/{name}"))
-
-
-def drop_database(base_url: str, name: str) -> None:
-    parts = urlsplit(base_url)
-    with psycopg.connect(urlunsplit(parts._replace(path="/postgres")), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def live_clusters(db_url: str, hub: str) -> int:

@@ -500,3 +500,90 @@ def log_dir_for(names: BenchNames, given: str | None) -> Path:
 
 def progress(message: str) -> None:
     print(f"# {message}", file=sys.stderr, flush=True)
+
+
+# --- the manager's side: a scratch database, Kafka's ends, a free port --------------------------------------------
+
+
+def base_database_url() -> str:
+    return os.environ.get("DATABASE_URL", "postgres://globalhub:globalhub@127.0.0.1:55432/globalhub")
+
+
+def with_database(url: str, name: str) -> str:
+    """The same PostgreSQL server, another database."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
+
+
+def drop_database(base_url: str, name: str, *, wait: float = 30.0) -> None:
+    """``DROP DATABASE IF EXISTS``, ending this user's sessions on it first.
+
+    Not ``WITH (FORCE)``: that also terminates an autovacuum worker busy on the database, which only a superuser may
+    do, so it fails now and then for a bench user. An autovacuum worker gives way to a plain drop within moments.
+    """
+    import psycopg
+
+    deadline = time.monotonic() + wait
+    with psycopg.connect(with_database(base_url, "postgres"), autocommit=True) as conn:
+        while True:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = %s AND usename = current_user AND pid <> pg_backend_pid()",
+                [name],
+            )
+            try:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+                return
+            except psycopg.errors.ObjectInUse:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+
+def admin_execute(base_url: str, statement: str) -> None:
+    """One statement on the server's ``postgres`` database, outside a transaction (``CREATE``/``DROP DATABASE``)."""
+    import psycopg
+
+    with psycopg.connect(with_database(base_url, "postgres"), autocommit=True) as conn:
+        conn.execute(statement)
+
+
+def topic_ends(kafka: str, topic: str) -> dict[int, int]:
+    """The high watermark (the offset the next message gets) of every partition of ``topic``."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer(
+        {**KafkaSettings(bootstrap_servers=kafka).client_config(), "group.id": f"bench-wm-{uuid.uuid4().hex}"}
+    )
+    try:
+        meta = consumer.list_topics(topic, timeout=10)
+        partitions = sorted(meta.topics[topic].partitions) if topic in meta.topics else []
+        return {p: int(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]) for p in partitions}
+    finally:
+        consumer.close()
+
+
+def free_port() -> int:
+    """A TCP port free on loopback right now (for a process's metrics endpoint)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def scrape_metrics(port: int) -> dict[str, float]:
+    """A Prometheus endpoint's samples on loopback, by name and labels (``name{label="v"}``), values summed."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    samples: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            name = f"{sample.name}{{{labels}}}" if labels else sample.name
+            samples[name] = samples.get(name, 0.0) + sample.value
+    return samples
