@@ -160,6 +160,8 @@ GLOBALHUB = ManagerSettings(
     db_retry_max=env_duration("GH_DB_RETRY_MAX", "30s"),
     hub_timeout=env_duration("GH_HUB_TIMEOUT", "5m"),
     probe_interval=env_duration("GH_PROBE_INTERVAL", "2m"),
+    # How often every hub topic's end is read from Kafka for the consumer lag ("refresh topic ends" schedule).
+    topic_ends_interval=env_duration("GH_TOPIC_ENDS_INTERVAL", "1m"),
     startup_grace=env_duration("GH_STARTUP_GRACE", env_str("GH_HUB_TIMEOUT", "5m")),
     periodic_resync_interval=env_duration("GH_PERIODIC_RESYNC_INTERVAL", "12h"),
     # GH_PERIODIC_RESYNC_INTERVAL_<TYPE> (e.g. _MANAGEDCLUSTER, _POLICY_LOCALSPEC): one type's own interval.

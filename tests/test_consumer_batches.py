@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import pytest
+
+from globalhub.manager import consumer as consumer_module
 from globalhub.manager.consumer import ConsumerOptions, StatusConsumer
+from globalhub.manager.management.commands.consume_status import limit_malloc_arenas
+from globalhub.protocol.kafka import KafkaSettings
 
 
 @dataclass
@@ -57,3 +62,28 @@ def test_a_batch_of_large_messages_ends_once_its_bytes_reach_the_limit() -> None
 def test_every_message_taken_is_in_a_batch() -> None:
     sizes, kafka = batches(77, 1000, batch_size=10, batch_bytes=5000)
     assert sum(sizes) == 77 and not kafka.fetched
+
+
+def client_config(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> dict[str, object]:
+    """The configuration the consumer gives librdkafka's ``Consumer``, with ``env`` set."""
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    seen: dict[str, object] = {}
+    monkeypatch.setattr(consumer_module, "Consumer", seen.update)
+    StatusConsumer(KafkaSettings.from_env(), ConsumerOptions(group_id="g", topic_prefix="p."))
+    return seen
+
+
+def test_what_the_kafka_client_holds_ahead_is_bounded_in_all_and_settable(monkeypatch: pytest.MonkeyPatch) -> None:
+    config = client_config(monkeypatch, {})
+    assert config["max.partition.fetch.bytes"] == 1024 * 1024
+    assert config["queued.max.messages.kbytes"] == 32 * 1024
+    settable = {"KAFKA_CLIENT_QUEUED_MAX_MESSAGES_KBYTES": "4096"}
+    assert client_config(monkeypatch, settable)["queued.max.messages.kbytes"] == "4096"
+
+
+def test_the_consumer_limits_mallocs_arenas_unless_the_environment_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    assert limit_malloc_arenas() is True  # glibc here: mallopt accepted it
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert limit_malloc_arenas() is False  # glibc read the environment's at start

@@ -185,7 +185,7 @@ def test_no_hub_is_judged_while_kafka_cannot_say_where_its_topics_end() -> None:
     assert [state(hub) for hub in hubs] == ["active", "active"]
 
 
-def test_the_topics_ends_are_asked_once_for_every_hub_and_only_the_quiet_hub_is_judged() -> None:
+def test_the_probe_asks_kafka_for_the_quiet_hubs_topics_only_and_still_asks_when_none_is_quiet() -> None:
     quiet, heard = make_hub(heartbeat=T0), make_hub(heartbeat=T0 + timedelta(minutes=9))
     asked: list[list[str]] = []
 
@@ -194,7 +194,62 @@ def test_the_topics_ends_are_asked_once_for_every_hub_and_only_the_quiet_hub_is_
         return everything_read(topics)
 
     assert lifecycle.probe(now=T0 + timedelta(minutes=10), timing=TIMING, ends=ends).inactivated == [quiet]
-    assert asked == [sorted([PREFIX + quiet, PREFIX + heard])] and state(heard) == "active"
+    assert asked == [[PREFIX + quiet]] and state(heard) == "active"
+    # Nobody quiet: Kafka is still asked (an outage must be seen), for no topic.
+    assert lifecycle.probe(now=T0 + timedelta(minutes=10), timing=TIMING, ends=ends).inactivated == []
+    assert asked[1:] == [[]]
+
+
+def test_the_topic_ends_refresh_asks_every_hub_topic_whatever_its_state_and_stores_them() -> None:
+    hubs = [make_hub(heartbeat=T0), make_hub(heartbeat=T0 - timedelta(days=1), state="inactive")]
+    for hub in hubs:
+        read_until(hub, 4)
+    asked: list[list[str]] = []
+
+    def ends(topics: Sequence[str]) -> dict[str, dict[int, int]]:
+        asked.append(list(topics))
+        return {topic: {0: 10} for topic in topics}
+
+    assert lifecycle.refresh_topic_ends(now=T0, timing=TIMING, ends=ends) == 2
+    assert asked == [sorted(PREFIX + hub for hub in hubs)]
+    stored = ConsumedPosition.objects.filter(topic__in=asked[0])
+    assert sorted(stored.values_list("end_offset", "end_read_at")) == [(10, T0), (10, T0)]
+    assert [state(hub) for hub in hubs] == ["active", "inactive"]  # it judges nobody
+
+
+def test_the_topic_ends_refresh_leaves_the_stored_ends_when_kafka_cannot_be_asked() -> None:
+    from globalhub.protocol.kafka import KafkaUnavailable
+
+    hub = make_hub(heartbeat=T0)
+    read_until(hub, 4)
+    lifecycle.refresh_topic_ends(now=T0, timing=TIMING, ends=lambda topics: {t: {0: 9} for t in topics})
+
+    def down(topics: Sequence[str]) -> dict[str, dict[int, int]]:
+        raise KafkaUnavailable("down")
+
+    with pytest.raises(KafkaUnavailable):
+        lifecycle.refresh_topic_ends(now=T0 + timedelta(minutes=1), timing=TIMING, ends=down)
+    assert ConsumedPosition.objects.filter(topic=PREFIX + hub).values_list("end_offset", "end_read_at").get() == (
+        9,
+        T0,
+    )
+
+
+def test_the_refresh_task_reports_a_kafka_outage_instead_of_failing(monkeypatch: pytest.MonkeyPatch) -> None:
+    from globalhub.manager import tasks
+    from globalhub.protocol.kafka import KafkaUnavailable
+
+    hub = make_hub(heartbeat=T0)
+    read_until(hub, 4)
+    monkeypatch.setattr(lifecycle, "broker_topic_ends", lambda topics: {t: {0: 6} for t in topics})
+    monkeypatch.setattr(lifecycle.Timing, "from_settings", classmethod(lambda cls: TIMING))
+    assert tasks.refresh_topic_ends() == {"updated": 1, "kafka_unreachable": False}
+
+    def down(topics: Sequence[str]) -> dict[str, dict[int, int]]:
+        raise KafkaUnavailable("down")
+
+    monkeypatch.setattr(lifecycle, "broker_topic_ends", down)
+    assert tasks.refresh_topic_ends() == {"updated": 0, "kafka_unreachable": True}
 
 
 def test_a_hub_whose_clock_runs_six_minutes_slow_stays_alive_and_its_skew_is_shown_and_counted() -> None:
@@ -277,7 +332,7 @@ def test_an_outage_the_probe_saw_while_no_hub_was_quiet_still_gives_the_grace() 
 
     # Two minutes into the outage nobody is quiet yet, but Kafka is asked anyway, and its silence recorded.
     result = lifecycle.probe(now=T0 + timedelta(minutes=2), timing=TIMING, ends=unreachable)
-    assert asked == [[PREFIX + hub]] and result.kafka_unreachable and result.not_judged == {}
+    assert asked == [[]] and result.kafka_unreachable and result.not_judged == {}
     result = lifecycle.probe(now=T0 + timedelta(minutes=6), timing=TIMING)  # back; the hub's heartbeat not yet
     assert result.inactivated == [] and hub in result.not_judged
     assert result.outage_grace_until == T0 + timedelta(minutes=6) + TIMING.startup_grace
@@ -528,6 +583,9 @@ def test_the_default_schedules_are_installed_by_migrate() -> None:
         assert names[f"periodic resync: {resync_type.short}"] == "manager.periodic_resync"
     probe = PeriodicTask.objects.get(name="probe hubs")
     assert probe.interval is not None and probe.interval.every == 120
+    refresh = PeriodicTask.objects.get(name="refresh topic ends")
+    assert refresh.task == "manager.refresh_topic_ends"
+    assert refresh.interval is not None and refresh.interval.every == 60 and refresh.enabled
 
 
 def test_a_periodic_resync_asks_every_hub_for_its_type() -> None:

@@ -17,10 +17,21 @@ from django.utils import timezone
 
 from globalhub.manager.ingest.pipeline import ingest_batch
 from globalhub.manager.ingest.records import Record
-from globalhub.manager.models import CompleteFrame, DeadLetter, Hub, HubInfo, LocalCompliance, LocalPolicy
+from globalhub.manager.models import (
+    CompleteFrame,
+    DeadLetter,
+    Hub,
+    HubInfo,
+    LocalCompliance,
+    LocalPolicy,
+    ResyncRequest,
+    ResyncTarget,
+)
+from globalhub.manager.resync_requests import create_request
 from globalhub.protocol.bundles import dumps, frame_complete
 from globalhub.protocol.codec import encode
 from globalhub.protocol.events import EXT_DEPENDENCY_VERSION, EXT_VERSION, EventType
+from globalhub.protocol.requests import answers_extension
 from tests.helpers import record_of, status_message
 
 pytestmark = pytest.mark.django_db
@@ -247,6 +258,52 @@ def test_a_compliance_state_postgresql_cannot_store_is_a_dead_letter(topic: Topi
     assert compliance_rows(topic.hub) == ({} if first_state else {(p1, "a"): "compliant"})
 
 
+def compliance_and_info_of_hubs(count: int, p1: str) -> tuple[list[Topic], list[Record]]:
+    """``count`` hubs, half of them with compliance rows already; then one batch of every hub's next states."""
+    topics = [Topic(f"hub-{uuid.uuid4().hex[:8]}") for _ in range(count)]
+    earlier = [t.record(EventType.LOCAL_COMPLIANCE, [compliance_entry(p1, ["a", "b"])], "0.1") for t in topics[::2]]
+    ingest_batch(earlier, topic_prefix=PREFIX)
+    records = []
+    for index, t in enumerate(topics):
+        state = [compliance_entry(p1, [f"c{index}"], ["a"])]  # b gone, a changed, c<index> new
+        records.append(t.record(EventType.LOCAL_COMPLIANCE, state, "1.1"))
+        info = {"consoleURL": f"https://console-{index}.example.com", "clusterId": str(uuid.uuid4())}
+        records.append(t.record(EventType.HUB_INFO, info, "1.1"))
+    return topics, records
+
+
+def test_many_hubs_complete_states_in_one_batch_are_each_applied_for_the_statements_of_one() -> None:
+    p1 = str(uuid.uuid4())
+    counts = {}
+    for count in (3, 30):
+        topics, records = compliance_and_info_of_hubs(count, p1)
+        with CaptureQueriesContext(connection) as queries:
+            stats = ingest_batch(records, topic_prefix=PREFIX)
+        assert stats.applied == 2 * count and stats.dead_letters == 0
+        for index, t in enumerate(topics):
+            assert compliance_rows(t.hub) == {(p1, "a"): "non_compliant", (p1, f"c{index}"): "compliant"}
+            assert HubInfo.objects.get(hub_id=t.hub).console_url == f"https://console-{index}.example.com"
+        tables = ("manager_localcompliance", "_stage_compliance", "manager_hubinfo")
+        counts[count] = sum(1 for q in queries.captured_queries if any(t in q["sql"] for t in tables))
+    assert counts[30] == counts[3]
+
+
+def test_a_state_refused_among_many_hubs_states_is_the_only_dead_letter() -> None:
+    p1 = str(uuid.uuid4())
+    topics, records = compliance_and_info_of_hubs(4, p1)
+    bad = topics[1]
+    nul = bad.record(EventType.LOCAL_COMPLIANCE, [compliance_entry(p1, ["a", "b\u0000"])], "2.1")  # NUL in a name
+    stats = ingest_batch([*records, nul], topic_prefix=PREFIX)
+
+    (letter,) = DeadLetter.objects.filter(topic=bad.name)
+    assert letter.offset == nul.offset and letter.reason.startswith("database rejected the data")
+    assert stats.dead_letters == 1
+    for index, t in enumerate(topics):
+        if t is not bad:
+            assert compliance_rows(t.hub) == {(p1, "a"): "non_compliant", (p1, f"c{index}"): "compliant"}
+    assert compliance_rows(bad.hub) == {}  # a new hub: its only state was the refused one
+
+
 def test_of_several_complete_bundles_in_one_batch_only_the_newest_is_applied(topic: Topic) -> None:
     p1 = str(uuid.uuid4())
     records = [
@@ -258,6 +315,26 @@ def test_of_several_complete_bundles_in_one_batch_only_the_newest_is_applied(top
     assert stats.superseded == 2
     assert stats.applied == 1
     assert compliance_rows(topic.hub) == {(p1, "a"): "compliant", (p1, "b"): "compliant"}
+
+
+def test_a_request_answered_by_a_state_a_newer_one_replaces_in_the_batch_is_answered(topic: Topic) -> None:
+    """Conflation keeps the newest state of a slot: the requests the replaced state answered go with it (they used to
+    stay open until overdue when a delta followed the answer in the same batch)."""
+    p1 = str(uuid.uuid4())
+    ingest_batch([topic.record(EventType.LOCAL_COMPLIANCE, [compliance_entry(p1, ["a"])], "0.1")], topic_prefix=PREFIX)
+    request = create_request(topic.hub, [EventType.LOCAL_COMPLIANCE], ResyncRequest.Reason.OPERATOR, "test")
+    ResyncRequest.objects.filter(pk=request.pk).update(sent_at=timezone.now())
+    answer = topic.record(
+        EventType.LOCAL_COMPLIANCE, [compliance_entry(p1, ["a", "b"])], "1.1", **answers_extension([str(request.pk)])
+    )
+    delta = topic.record(EventType.LOCAL_COMPLIANCE, [compliance_entry(p1, ["a"], ["b"])], "1.2")
+    stats = ingest_batch([answer, delta], topic_prefix=PREFIX)
+
+    assert (stats.applied, stats.superseded) == (1, 1)
+    assert compliance_rows(topic.hub) == {(p1, "a"): "compliant", (p1, "b"): "non_compliant"}
+    target = ResyncTarget.objects.get(request=request, hub_id=topic.hub)
+    assert target.completed_at is not None
+    assert ResyncRequest.objects.get(pk=request.pk).completed_at is not None
 
 
 def test_an_older_complete_bundle_never_moves_rows_backwards(topic: Topic) -> None:

@@ -122,7 +122,7 @@ def test_every_family_of_the_web_endpoint_is_exported_with_its_labels(client: Cl
     HubTypeStatus.objects.update_or_create(
         hub_id=hub, event_type=EventType.LOCAL_COMPLIANCE.value, defaults={"stalled_since": now}
     )
-    lifecycle.probe(now=now, ends=lambda topics: {topic: {0: 5} for topic in topics})
+    lifecycle.refresh_topic_ends(now=now, ends=lambda topics: {topic: {0: 5} for topic in topics})
     DeadLetter.objects.create(topic="t", partition=0, offset=1, reason="bad", reason_class="malformed")
     Divergence.objects.create(
         hub_id=hub,
@@ -206,7 +206,7 @@ def test_a_rolled_back_batch_counts_nothing(client: Client) -> None:
     assert not Hub.objects.filter(name=hub).exists()
 
 
-def test_the_probe_stores_the_topic_ends_and_the_lag_of_each_hub_topic_follows(client: Client) -> None:
+def test_the_topic_ends_refresh_stores_the_ends_and_the_lag_of_each_hub_topic_follows(client: Client) -> None:
     hub, quiet = f"hub-{uuid.uuid4().hex[:8]}", f"hub-{uuid.uuid4().hex[:8]}"
     now = timezone.now()
     Hub.objects.create(name=hub, last_heartbeat=now)
@@ -216,18 +216,20 @@ def test_the_probe_stores_the_topic_ends_and_the_lag_of_each_hub_topic_follows(c
     ConsumedPosition.objects.create(topic=hub_topic(quiet), partition=0, next_offset=7)
     ends = {hub_topic(hub): {0: 25, 1: 3}, hub_topic(quiet): {0: 7}}
 
-    lifecycle.probe(now=now, ends=lambda topics: {topic: ends[topic] for topic in topics if topic in ends})
+    lifecycle.refresh_topic_ends(now=now, ends=lambda topics: {t: ends[t] for t in topics if t in ends})
     samples = scrape(client)
     assert value(samples, "globalhub_consumer_lag_messages", hub=hub, topic=hub_topic(hub)) == 15.0
     assert value(samples, "globalhub_consumer_lag_messages", hub=quiet, topic=hub_topic(quiet)) == 0.0
     read = value(samples, "globalhub_consumer_lag_read_timestamp_seconds", hub=hub, topic=hub_topic(hub))
     assert read == pytest.approx(now.timestamp())
 
-    # The consumer catches up past the end the probe read: no lag (never negative) until the next probe.
+    # The consumer catches up past the end last read: no lag (never negative) until the next refresh.
     ConsumedPosition.objects.filter(topic=hub_topic(hub), partition=0).update(next_offset=30)
     assert value(scrape(client), "globalhub_consumer_lag_messages", hub=hub, topic=hub_topic(hub)) == 0.0
     ends[hub_topic(hub)] = {0: 40, 1: 4}
-    lifecycle.probe(now=now + timedelta(minutes=2), ends=lambda topics: {t: ends[t] for t in topics if t in ends})
+    lifecycle.refresh_topic_ends(
+        now=now + timedelta(minutes=1), ends=lambda topics: {t: ends[t] for t in topics if t in ends}
+    )
     assert value(scrape(client), "globalhub_consumer_lag_messages", hub=hub, topic=hub_topic(hub)) == 11.0
 
 
@@ -236,7 +238,9 @@ def test_a_deleted_hub_leaves_no_lag_behind(client: Client) -> None:
     now = timezone.now()
     Hub.objects.create(name=hub, last_heartbeat=now)
     ConsumedPosition.objects.create(topic=hub_topic(hub), partition=0, next_offset=10)
-    lifecycle.probe(now=now, ends=lambda topics: {hub_topic(hub): {0: 5000}} if hub_topic(hub) in topics else {})
+    lifecycle.refresh_topic_ends(
+        now=now, ends=lambda topics: {hub_topic(hub): {0: 5000}} if hub_topic(hub) in topics else {}
+    )
     assert value(scrape(client), "globalhub_consumer_lag_messages", hub=hub, topic=hub_topic(hub)) == 4990.0
 
     lifecycle.delete_hub(hub, now, by="test")

@@ -49,6 +49,9 @@ def installed(settings: Settings) -> None:
     PeriodicTask.objects.update_or_create(
         name="probe hubs", defaults={"task": "manager.probe_hubs", "interval": every(120)}
     )
+    PeriodicTask.objects.update_or_create(
+        name="refresh topic ends", defaults={"task": "manager.refresh_topic_ends", "interval": every(60)}
+    )
     for resync_type in RESYNC_TYPES:
         PeriodicTask.objects.update_or_create(
             name=f"periodic resync: {resync_type.short}",
@@ -351,3 +354,31 @@ def test_run_selected_tasks_says_where_the_outcome_shows(admin_client: Client) -
     assert "successfully run" not in page  # sending says nothing of the run's outcome
     link = '<a href="/admin/manager/taskrun/">Task runs</a>'
     assert f"1 task sent to a worker: whether they succeed shows in {link}" in page
+
+
+@pytest.mark.django_db
+def test_a_topic_ends_interval_that_differs_from_its_schedule_is_warned_about(
+    settings: Settings, installed: None
+) -> None:
+    conf(settings, topic_ends_interval=timedelta(minutes=5))
+    (found,) = schedules.warn_about_differences()
+    assert found.expected.schedule == "refresh topic ends"
+    assert "runs every 1 min, but GH_TOPIC_ENDS_INTERVAL is 5 min" in found.message()
+
+
+@pytest.mark.django_db
+def test_the_topic_ends_schedule_is_installed_once_and_an_operators_change_stays(settings: Settings) -> None:
+    migration = importlib.import_module("globalhub.manager.migrations.0019_refresh_topic_ends_schedule")
+    PeriodicTask.objects.filter(name="refresh topic ends").delete()
+    conf(settings, topic_ends_interval=timedelta(seconds=90))
+    migration.install(django_apps, None)
+    task = PeriodicTask.objects.get(name="refresh topic ends")
+    assert (task.task, task.interval.every if task.interval else None, task.expire_seconds) == (
+        "manager.refresh_topic_ends",
+        90,
+        81,
+    )
+    task.interval = every(600)
+    task.save()
+    migration.install(django_apps, None)
+    assert PeriodicTask.objects.get(name="refresh topic ends").interval == every(600)

@@ -35,6 +35,8 @@ class ManagerSettings:
     task_run_retention: timedelta = timedelta(days=7)  # recorded task runs older than this are deleted (prune events)
     # Where a status consumer serves its own metrics (host:port; "": not served), see ``metrics_address``.
     consumer_metrics_addr: str = "127.0.0.1:9108"
+    # How often every hub topic's end is read for the consumer lag (the schedule installed by migrate).
+    topic_ends_interval: timedelta = timedelta(minutes=1)
 
     def resync_interval(self, short: str) -> timedelta:
         """The interval of the ``periodic resync: <short>`` schedule that migrate installs."""

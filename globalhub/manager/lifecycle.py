@@ -27,16 +27,18 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from confluent_kafka.admin import AdminClient
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, Q, Value
-from django.db.models.functions import Greatest
+from django.db.models import F, Q
 from django.utils import timezone
 
 from globalhub.manager.models import (
@@ -109,8 +111,25 @@ Called at every probe, with no topic when no hub is quiet; raises :class:`KafkaU
 asked (an answer without any of the asked topics counts the same)."""
 
 
+# One admin client per process and client configuration, made on first use (after a worker pool's fork).
+_admin_clients: dict[tuple[int, str], AdminClient] = {}
+_admin_lock = threading.Lock()
+
+
+def _admin_client(kafka: KafkaSettings) -> AdminClient:
+    config = kafka.client_config()
+    key = (os.getpid(), repr(sorted(config.items())))
+    with _admin_lock:
+        if key not in _admin_clients:
+            _admin_clients[key] = AdminClient(config)
+        return _admin_clients[key]
+
+
 def broker_topic_ends(topics: Sequence[str]) -> Mapping[str, Mapping[int, int]]:
-    return topic_ends(KafkaSettings.from_env(), topics)
+    """The topics' ends from the broker, with this process's admin client: connected once, so a pass pays about
+    1 ms for the metadata request rather than about 55 ms for a new connection (``bench/manager_probe.py``)."""
+    kafka = KafkaSettings.from_env()
+    return topic_ends(kafka, topics, admin=_admin_client(kafka))
 
 
 def silent_since(cutoff: datetime) -> Q:
@@ -154,14 +173,16 @@ def hub_topics(hubs: Iterable[str], prefix: str, shared: str) -> dict[str, str]:
 
 
 def every_hub_topic(timing: Timing) -> list[str]:
-    """The status topic of every known hub, whatever its state (see :func:`hub_topics`)."""
-    hubs = Hub.objects.order_by("name").values_list("name", flat=True)
-    return sorted(set(hub_topics(hubs, timing.topic_prefix, timing.shared_topic).values()))
+    """The status topic of every known hub, whatever its state (see :func:`hub_topics`). One query."""
+    rows = Hub.objects.values_list("name", "status_topic")
+    shared = timing.shared_topic
+    return sorted({shared if shared and topic == shared else timing.topic_prefix + hub for hub, topic in rows})
 
 
 def store_topic_ends(ends: Mapping[str, Mapping[int, int]], read_at: datetime) -> int:
     """Note each partition's end as read into its stored position (``end_offset``, ``end_read_at``): the consumer
-    lag of ``/metrics`` is ``end_offset - next_offset``. Returns how many positions were updated.
+    lag of ``/metrics`` is ``end_offset - next_offset`` (see :func:`refresh_topic_ends`). Returns how many positions
+    were updated.
 
     One statement. Only partitions the consumer has a position for: a position is the consumer's to create. A
     position a batch holds locked (its commit is moments away) is skipped rather than waited for, so the probe
@@ -184,6 +205,24 @@ def store_topic_ends(ends: Mapping[str, Mapping[int, int]], read_at: datetime) -
     with connection.cursor() as cursor:
         cursor.execute(statement, [value for row in found for value in row] + [read_at])
         return int(cursor.rowcount)
+
+
+def refresh_topic_ends(now: datetime | None = None, timing: Timing | None = None, ends: TopicEnds | None = None) -> int:
+    """Read the end of every hub's status topic, whatever the hub's state, and store it with the positions: the
+    consumer lag of ``/metrics`` and the admin. The ``refresh topic ends`` schedule runs it (every
+    ``GH_TOPIC_ENDS_INTERVAL``), apart from the probe: for 10,000 hubs it asks Kafka for 10,000 topics and updates
+    10,000 positions, which a probe pass has no need to wait for. Returns how many positions were updated.
+
+    Raises :class:`KafkaUnavailable` when Kafka cannot be asked (the stored ends stay as they were, with the time
+    they were read; the probe is the one that records outages and judges nobody during them).
+    """
+    moment = now or timezone.now()
+    rules = timing or Timing.from_settings()
+    topics = every_hub_topic(rules)
+    if not topics:
+        return 0
+    known = (ends or broker_topic_ends)(topics)
+    return store_topic_ends(known, moment)
 
 
 def record_transition(hub: str, at: datetime, from_state: str, to_state: str, reason: str, by: str = "") -> None:
@@ -287,25 +326,78 @@ def _duration(span: timedelta) -> str:
 
 
 def heartbeat_seen(hub: str, seen: HeartbeatSeen, now: datetime, timing: Timing) -> ResyncRequest | None:
-    """A heartbeat of ``hub`` was read (by the status consumer, in its batch's transaction).
+    """A heartbeat of ``hub`` was read: :func:`heartbeats_seen` for one hub. Its reactivation request, if any."""
+    return heartbeats_seen({hub: seen}, now, timing).get(hub)
 
-    Its ``seen.at`` (when it reached the manager's side) alone counts for liveness, and ``last_heartbeat`` never
-    moves backwards. The hub's own time for it is shown; its skew is measured only against the broker's clock
-    (a consumer's read time includes the lag).
+
+def heartbeats_seen(seen: Mapping[str, HeartbeatSeen], now: datetime, timing: Timing) -> dict[str, ResyncRequest]:
+    """The heartbeats of a batch were read (by the status consumer, in its batch's transaction): the latest of each
+    hub. Returns the resync request of each hub they brought back.
+
+    A heartbeat's ``at`` (when it reached the manager's side) alone counts for liveness, and ``last_heartbeat``
+    never moves backwards. The hub's own time for it is shown; its skew is measured only against the broker's clock
+    (a consumer's read time includes the lag). An inactive hub whose heartbeat is fresh (``at`` within the timeout)
+    becomes active with its targeted resync, as :func:`reactivate` does.
+
+    A fixed number of statements whatever the number of hubs: the hubs' rows are locked in name order (as one
+    update per hub did), updated in one statement, and the inactive ones among the fresh are brought back in one
+    conditional update; only a hub brought back costs more (its request and its transition).
     """
-    changes: dict[str, object] = {"last_heartbeat": Greatest(F("last_heartbeat"), Value(seen.at))}
-    if seen.sent_at is not None:
-        changes["last_heartbeat_sent_at"] = seen.sent_at
-    if seen.sent_at is not None and seen.by_broker:
-        skew = seen.sent_at - seen.at
-        changes["clock_skew_seconds"] = round(skew.total_seconds(), 3)
-        if abs(skew) > MAX_CLOCK_SKEW:
-            changes["skewed_heartbeats"] = F("skewed_heartbeats") + 1
-            log.warning("hub=%s clock is %.0f s off the broker's (not judged by it)", hub, skew.total_seconds())
-    Hub.objects.filter(name=hub).update(**changes)
-    if seen.at < now - timing.timeout:
-        return None  # stored before the timeout: it says nothing about the hub being alive now
-    return reactivate(hub, now, timing, by="heartbeat")
+    if not seen:
+        return {}
+    hubs = sorted(seen)
+    rows = []
+    for hub in hubs:
+        beat = seen[hub]
+        skew: float | None = None
+        skewed = 0
+        if beat.sent_at is not None and beat.by_broker:
+            offset = beat.sent_at - beat.at
+            skew = round(offset.total_seconds(), 3)
+            if abs(offset) > MAX_CLOCK_SKEW:
+                skewed = 1
+                log.warning("hub=%s clock is %.0f s off the broker's (not judged by it)", hub, offset.total_seconds())
+        rows.append((hub, beat.at, beat.sent_at, skew is not None, skew, skewed))
+    table = connection.ops.quote_name(Hub._meta.db_table)
+    values = ", ".join(
+        ["(%s, %s::timestamptz, %s::timestamptz, %s::boolean, %s::double precision, %s::integer)"] * len(rows)
+    )
+    cutoff = now - timing.timeout
+    fresh = [hub for hub in hubs if seen[hub].at >= cutoff]  # one stored before the timeout says nothing of now
+    # No savepoint of its own: in the batch's transaction an error rolls the whole batch back anyway.
+    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
+        cursor.execute(f"SELECT name FROM {table} WHERE name = ANY(%s) ORDER BY name FOR UPDATE", [hubs])
+        cursor.execute(
+            f"UPDATE {table} AS hub SET last_heartbeat = GREATEST(hub.last_heartbeat, seen.at), "
+            "last_heartbeat_sent_at = COALESCE(seen.sent_at, hub.last_heartbeat_sent_at), "
+            "clock_skew_seconds = CASE WHEN seen.has_skew THEN seen.skew ELSE hub.clock_skew_seconds END, "
+            "skewed_heartbeats = hub.skewed_heartbeats + seen.skewed "
+            f"FROM (VALUES {values}) AS seen (name, at, sent_at, has_skew, skew, skewed) WHERE hub.name = seen.name",
+            [value for row in rows for value in row],
+        )
+        if not fresh:
+            return {}
+        cursor.execute(
+            f"UPDATE {table} SET state = %s, state_changed_at = %s "
+            "WHERE name = ANY(%s) AND state = %s AND last_heartbeat >= %s RETURNING name",
+            [Hub.State.ACTIVE, now, fresh, Hub.State.INACTIVE, cutoff],
+        )
+        back = sorted(str(row[0]) for row in cursor.fetchall())
+        requests = {}
+        for hub in back:
+            request = create_request(hub, None, ResyncRequest.Reason.REACTIVATION, "heartbeat", now)
+            record_transition(
+                hub,
+                now,
+                Hub.State.INACTIVE,
+                Hub.State.ACTIVE,
+                f"heartbeat read again: resync request #{request.pk}",
+                "heartbeat",
+            )
+            requests[hub] = request
+    for hub, request in requests.items():
+        log.warning("hub=%s active again: resync request #%s", hub, request.pk)
+    return requests
 
 
 def last_manager_start() -> datetime | None:
@@ -349,8 +441,9 @@ def probe(now: datetime | None = None, timing: Timing | None = None, ends: Topic
     A quiet hub is silent only once its topic was read to the end: its heartbeats may be waiting in Kafka (a
     lagging or stopped consumer, a partition nobody is assigned), and then it is not judged. Kafka is asked at
     every pass, quiet hubs or not, so an outage is seen: while Kafka does not answer nobody is judged, and after it
-    answers again nobody is for ``startup_grace`` (the hubs' heartbeats could not be stored meanwhile). Every hub's
-    topic is asked in the same request, and the ends read are stored with the positions (the consumer lag).
+    answers again nobody is for ``startup_grace`` (the hubs' heartbeats could not be stored meanwhile). Only the quiet
+    hubs' topics are asked (none in a quiet pass: a metadata request); the ends read are stored with their positions.
+    Every hub topic's end, for the consumer lag, is read by :func:`refresh_topic_ends`, its own task.
     """
     moment = now or timezone.now()
     rules = timing or Timing.from_settings()
@@ -359,14 +452,12 @@ def probe(now: datetime | None = None, timing: Timing | None = None, ends: Topic
     started = last_manager_start()
     result.in_startup_grace = started is not None and moment - started < rules.startup_grace
     quiet = [] if result.in_startup_grace else quiet_hubs(moment, rules)
-    # Read after the quiet hubs were chosen: the ends cover everything stored up to now. Every hub's topic is asked
-    # in the same request, for the consumer lag (see store_topic_ends); only the quiet hubs' topics judge.
+    # Read after the quiet hubs were chosen: the ends cover everything stored up to now.
     topic_of = hub_topics(quiet, rules.topic_prefix, rules.shared_topic)
     judged = sorted(set(topic_of.values()))
-    topics = sorted({*judged, *every_hub_topic(rules)})
     known: Mapping[str, Mapping[int, int]] = {}
     try:
-        known = (ends or broker_topic_ends)(topics)
+        known = (ends or broker_topic_ends)(judged)
         result.kafka_unreachable = bool(judged) and not any(topic in known for topic in judged)
     except KafkaUnavailable as error:
         result.kafka_unreachable = True

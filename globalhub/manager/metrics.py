@@ -6,8 +6,9 @@ process of the manager writes ends up there, so one endpoint describes them all,
 * per hub: ``globalhub_hub_up``, ``globalhub_hub_last_heartbeat_timestamp_seconds`` (the heartbeat age is
   ``time() -`` it; ``globalhub_hub_timeout_seconds`` is the age at which a hub is judged silent),
   ``globalhub_hub_stalled_types`` and, per stalled type, ``globalhub_hub_type_stalled_since_timestamp_seconds``;
-* per hub topic: ``globalhub_consumer_lag_messages`` (the topic's end as the hub probe last read it, less the
-  stored position; the probe runs every ``GH_PROBE_INTERVAL``) and when that end was read;
+* per hub topic: ``globalhub_consumer_lag_messages`` (the topic's end as ``refresh topic ends`` last read it, less
+  the stored position; it runs every ``GH_TOPIC_ENDS_INTERVAL``, see ``lifecycle.refresh_topic_ends``) and when
+  that end was read;
 * the ingest counters kept in each batch's transaction (``IngestTotal``, see ``ingest/totals.py``):
   ``globalhub_ingest_rows_total{type}``, ``globalhub_ingest_bundles_total{type,outcome}``; stored dead letters per
   reason class ``globalhub_dead_letters_total{reason_class}``; divergences found by the anti-entropy digests
@@ -125,18 +126,18 @@ class ManagerCollector(Collector):
         yield from (up, heartbeat, timeout, stalled, since)
 
     def _lag(self) -> Iterator[Metric]:
-        """Per hub topic: the messages its partitions held when the probe last read their ends that are not ingested
+        """Per hub topic: the messages its partitions held when their ends were last read that are not ingested
         yet (never below 0: the consumer may have passed that end since), and when the oldest end was read."""
         conf = settings.GLOBALHUB
         lag = GaugeMetricFamily(
             "globalhub_consumer_lag_messages",
-            "Messages of the hub's status topic not ingested yet, as of the topic's end the hub probe last read "
+            "Messages of the hub's status topic not ingested yet, as of the topic's end last read (refresh topic ends) "
             "(hub is empty for the shared status topic)",
             labels=["hub", "topic"],
         )
         read = GaugeMetricFamily(
             "globalhub_consumer_lag_read_timestamp_seconds",
-            "When the hub probe read the topic's end behind globalhub_consumer_lag_messages (its oldest partition)",
+            "When the topic's end behind globalhub_consumer_lag_messages was read (its oldest partition)",
             labels=["hub", "topic"],
         )
         behind: dict[str, int] = {}

@@ -84,8 +84,14 @@ class HubObject(models.Model):
 class ManagedCluster(HubObject):
     """A ManagedCluster of a hub, keyed by its ``id.k8s.io`` claim (``cluster_id``) within that hub."""
 
+    # No index of its own: the unique constraint's index leads with the hub, and one less index is one less write.
     hub = models.ForeignKey(
-        Hub, on_delete=models.CASCADE, db_column="leaf_hub_name", related_name="clusters", db_constraint=False
+        Hub,
+        on_delete=models.CASCADE,
+        db_column="leaf_hub_name",
+        related_name="clusters",
+        db_constraint=False,
+        db_index=False,
     )
     cluster_id = models.UUIDField()
     cluster_name = models.CharField(max_length=253, blank=True)
@@ -126,8 +132,14 @@ class HubInfo(models.Model):
 class LocalPolicy(HubObject):
     """A root policy of a hub (``policy.localspec``, upstream ``local_spec.policies``), keyed by its UID."""
 
+    # No index of its own: the unique constraint's index leads with the hub, and one less index is one less write.
     hub = models.ForeignKey(
-        Hub, on_delete=models.CASCADE, db_column="leaf_hub_name", related_name="policies", db_constraint=False
+        Hub,
+        on_delete=models.CASCADE,
+        db_column="leaf_hub_name",
+        related_name="policies",
+        db_constraint=False,
+        db_index=False,
     )
     policy_id = models.UUIDField()
     policy_name = models.CharField(max_length=253, blank=True)
@@ -157,8 +169,14 @@ class LocalCompliance(models.Model):
     Rows are replaced by each complete bundle and hard-deleted when no longer listed, as upstream.
     """
 
+    # No index of its own: the unique constraint's index leads with the hub, and one less index is one less write.
     hub = models.ForeignKey(
-        Hub, on_delete=models.CASCADE, db_column="leaf_hub_name", related_name="compliance", db_constraint=False
+        Hub,
+        on_delete=models.CASCADE,
+        db_column="leaf_hub_name",
+        related_name="compliance",
+        db_constraint=False,
+        db_index=False,
     )
     policy_id = models.UUIDField()
     cluster_name = models.CharField(max_length=253)
@@ -186,8 +204,14 @@ class HubEvent(models.Model):
     ``GH_EVENT_RETENTION`` after ``created_at`` (the ``prune events`` schedule).
     """
 
+    # No index of its own: the unique constraint's index leads with the hub, and one less index is one less write.
     hub = models.ForeignKey(
-        Hub, on_delete=models.CASCADE, db_column="leaf_hub_name", related_name="+", db_constraint=False
+        Hub,
+        on_delete=models.CASCADE,
+        db_column="leaf_hub_name",
+        related_name="+",
+        db_constraint=False,
+        db_index=False,
     )
     event_name = models.CharField(max_length=253)
     event_namespace = models.CharField(max_length=253, blank=True, default="")
@@ -294,7 +318,7 @@ class ConsumedPosition(models.Model):
     partition = models.IntegerField()
     next_offset = models.BigIntegerField()
     updated_at = models.DateTimeField(auto_now=True)
-    # The partition's end as the hub probe last read it from the broker: lag = end_offset - next_offset.
+    # The partition's end as ``refresh topic ends`` last read it from the broker: lag = end_offset - next_offset.
     end_offset = models.BigIntegerField(null=True, blank=True)
     end_read_at = models.DateTimeField(null=True, blank=True)
 

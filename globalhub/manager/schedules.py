@@ -1,6 +1,7 @@
 """The manager's beat schedules (django-celery-beat): their intervals from the environment, and their arguments checked.
 
-* The environment sets intervals once: ``migrate`` installs ``probe hubs`` every ``GH_PROBE_INTERVAL`` and each
+* The environment sets intervals once: ``migrate`` installs ``probe hubs`` every ``GH_PROBE_INTERVAL``, ``refresh
+  topic ends`` (the consumer lag) every ``GH_TOPIC_ENDS_INTERVAL`` (migration 0019), and each
   ``periodic resync: <type>`` every ``GH_PERIODIC_RESYNC_INTERVAL_<TYPE>`` (falling back to
   ``GH_PERIODIC_RESYNC_INTERVAL``); after that, the schedule in the database is what runs, and an operator edits it
   in the admin. :func:`differences` lists where the environment and the installed schedules disagree: a worker or
@@ -31,6 +32,7 @@ from globalhub.protocol.events import RESYNC_TYPES, EventType
 log = logging.getLogger(__name__)
 
 PROBE = "probe hubs"
+TOPIC_ENDS = "refresh topic ends"
 PERIODIC_RESYNC_TASK = "manager.periodic_resync"
 ADMIN_PATH = "/admin/django_celery_beat/periodictask/"
 
@@ -51,7 +53,10 @@ class Expected:
 
 def expected_intervals(conf: ManagerSettings) -> list[Expected]:
     """The schedules migrate installs from the environment, with the interval each one would get now."""
-    expected = [Expected(PROBE, "GH_PROBE_INTERVAL", conf.probe_interval)]
+    expected = [
+        Expected(PROBE, "GH_PROBE_INTERVAL", conf.probe_interval),
+        Expected(TOPIC_ENDS, "GH_TOPIC_ENDS_INTERVAL", conf.topic_ends_interval),
+    ]
     for resync_type in RESYNC_TYPES:
         short = resync_type.short
         setting = periodic_resync_setting(short)

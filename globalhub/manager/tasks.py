@@ -65,6 +65,21 @@ def probe_hubs() -> dict[str, list[str]]:
     }
 
 
+@app.task(name="manager.refresh_topic_ends", ignore_result=True)
+def refresh_topic_ends() -> dict[str, object]:
+    """Every ``GH_TOPIC_ENDS_INTERVAL`` (1 min): read the end of every hub's status topic and store it with the
+    positions, for the consumer lag of ``/metrics`` and the admin (``lifecycle.refresh_topic_ends``).
+
+    Its own task, not the probe's: for 10,000 hubs it asks Kafka for 10,000 topics and updates 10,000 positions.
+    When Kafka cannot be asked, the stored ends stay with the time they were read (the lag's read timestamp ages)."""
+    try:
+        updated = lifecycle.refresh_topic_ends()
+    except KafkaUnavailable as error:
+        log.info("topics' ends not refreshed: %s", error)
+        return {"updated": 0, "kafka_unreachable": True}
+    return {"updated": updated, "kafka_unreachable": False}
+
+
 @app.task(name=SEND_TASK, ignore_result=True, quiet_when_idle=True)
 def send_resync_requests() -> int:
     """Send pending resync requests to the hubs (after each request's commit, and every few seconds).

@@ -259,15 +259,30 @@ def topics_with_prefix(settings: KafkaSettings, prefix: str, *, timeout: float =
     return sorted(name for name in metadata.topics if name.startswith(prefix))
 
 
-def topic_ends(settings: KafkaSettings, topics: Iterable[str], *, timeout: float = 10.0) -> dict[str, dict[int, int]]:
+def topic_ends(
+    settings: KafkaSettings, topics: Iterable[str], *, timeout: float = 10.0, admin: AdminClient | None = None
+) -> dict[str, dict[int, int]]:
     """The broker's high watermark (the offset the next message will get) of each partition of these topics.
 
-    The broker is asked even for no topic: :class:`KafkaUnavailable` is raised whenever it cannot be reached, so the
-    caller learns that too. A topic the broker does not have maps to ``{}`` (nothing to read). A topic whose offsets
-    could not be learnt is left out: the caller knows nothing about it.
+    The broker is asked even for no topic (for its cluster's description): :class:`KafkaUnavailable` is raised
+    whenever it cannot be reached, so the caller learns that too. A topic the broker does not have maps to ``{}``
+    (nothing to read). A topic whose offsets could not be learnt is left out: the caller knows nothing about it.
+
+    ``admin``: a client to reuse (made from ``settings``). A new client's first request waits for its connection
+    (about 55 ms on a local broker, against about 1 ms once connected), which a periodic caller need not pay each time.
     """
     names = sorted(set(topics))
-    admin = AdminClient(settings.client_config())
+    if admin is None:  # not ``admin or``: a client's len() is its queue's length, 0 when idle
+        admin = AdminClient(settings.client_config())
+    if not names:
+        # Only whether the broker answers: the cluster's description, not every topic's metadata (that grows with
+        # the topics: about 13 ms for 2,000 of them, against 0.4 ms).
+        try:
+            admin.describe_cluster(request_timeout=timeout).result(timeout=timeout + 5)
+        except (KafkaException, TimeoutError) as error:
+            log.warning("could not reach Kafka: %s", error)
+            raise KafkaUnavailable(f"cannot describe the cluster: {error or 'no answer'}") from error
+        return {}
     try:
         metadata = admin.list_topics(timeout=timeout)
     except KafkaException as error:

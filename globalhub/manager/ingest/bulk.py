@@ -132,11 +132,17 @@ class FirstSight:
     written: set[str] = field(default_factory=set)
 
 
-def first_sight(spec: ObjectTable, hub: str) -> FirstSight | None:
-    """A :class:`FirstSight` if the hub has no rows in ``spec``'s table (not even soft-deleted ones), else None."""
+def hubs_without_rows(spec: ObjectTable, hubs: Sequence[str]) -> set[str]:
+    """Those of ``hubs`` with no rows in ``spec``'s table (not even soft-deleted ones): one statement for all."""
+    if not hubs:
+        return set()
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT EXISTS (SELECT 1 FROM {spec.table} WHERE {spec.hub_column} = %s)", [hub])
-        return None if cursor.fetchone()[0] else FirstSight()
+        cursor.execute(
+            f"SELECT h FROM unnest(%s::text[]) AS h "
+            f"WHERE NOT EXISTS (SELECT 1 FROM {spec.table} WHERE {spec.hub_column} = h)",
+            [list(hubs)],
+        )
+        return {hub for (hub,) in cursor.fetchall()}
 
 
 @dataclass

@@ -10,7 +10,7 @@ whole, and a set with a missing frame is never applied.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -46,6 +46,9 @@ class CompleteKind:
     parse: Callable[[Any, StatusEvent], Any]  # payload -> state, or Rejected
     apply: Callable[[StatusEvent, Any, VersionBook], str]  # returns a reason when the state could not be applied
     framed: bool  # whether a state may come in frames (a JSON array split across messages)
+    # Many hubs' states at once (one per hub), with the effect of ``apply`` on each; refused data raises, and the
+    # batch then applies them one by one. None: the type is applied one state at a time.
+    apply_states: Callable[[Sequence[tuple[StatusEvent, Any]], VersionBook], None] | None = None
 
 
 class Incomplete(Exception):
@@ -159,6 +162,10 @@ def apply_heartbeat(event: StatusEvent, sent: datetime | None, versions: Version
     return ""
 
 
+def apply_heartbeat_states(states: Sequence[tuple[StatusEvent, datetime | None]], versions: VersionBook) -> None:
+    """Every hub's heartbeat: nothing to store (see :func:`apply_heartbeat`), so nothing to do for many at once."""
+
+
 # --- hub info ------------------------------------------------------------------------------------------------------
 
 
@@ -178,13 +185,21 @@ def parse_hub_info(data: Any, event: StatusEvent) -> dict[str, Any]:
 
 
 def apply_hub_info(event: StatusEvent, info: dict[str, Any], versions: VersionBook) -> str:
-    cluster_id = as_uuid(info.get("clusterId"))
-    if cluster_id is None:
-        log.info("hub=%s hub info without a clusterId ignored, as upstream does", event.hub)
-        return ""
+    """One hub's info: :func:`apply_hub_info_states` of it alone."""
+    apply_hub_info_states([(event, info)], versions)
+    return ""
+
+
+def apply_hub_info_states(states: Sequence[tuple[StatusEvent, dict[str, Any]]], versions: VersionBook) -> None:
+    """Each hub's info (one per hub) upserted, in one statement."""
     now = timezone.now()
-    HubInfo.objects.bulk_create(
-        [
+    rows = []
+    for event, info in states:
+        cluster_id = as_uuid(info.get("clusterId"))
+        if cluster_id is None:
+            log.info("hub=%s hub info without a clusterId ignored, as upstream does", event.hub)
+            continue
+        rows.append(
             HubInfo(
                 hub_id=event.hub,
                 cluster_id=cluster_id,
@@ -195,12 +210,14 @@ def apply_hub_info(event: StatusEvent, info: dict[str, Any], versions: VersionBo
                 updated_at=now,
                 deleted_at=None,
             )
-        ],
-        update_conflicts=True,
-        unique_fields=["hub", "cluster_id"],
-        update_fields=["payload", "console_url", "grafana_url", "updated_at", "deleted_at"],
-    )
-    return ""
+        )
+    if rows:
+        HubInfo.objects.bulk_create(
+            rows,
+            update_conflicts=True,
+            unique_fields=["hub", "cluster_id"],
+            update_fields=["payload", "console_url", "grafana_url", "updated_at", "deleted_at"],
+        )
 
 
 # --- local compliance ----------------------------------------------------------------------------------------------
@@ -238,66 +255,86 @@ def _names(entry: dict[str, Any], key: str, index: int, event: StatusEvent) -> l
 
 
 def apply_compliance(event: StatusEvent, rows: list[ComplianceRow], versions: VersionBook) -> str:
-    """Replace the hub's compliance: write what changed, add what is new, hard-delete what is no longer listed.
-
-    Three set operations (joins against the staged state) instead of one ``INSERT … ON CONFLICT``: a state is
-    mostly unchanged rows, which a conflict-checked insert would still try one by one (three times slower here).
-    Only this hub's consumer writes its rows (one partition, one advisory lock), so nothing can slip in between.
-    """
-    table = LocalCompliance._meta.db_table
-    now = timezone.now()
-    if not LocalCompliance.objects.filter(hub_id=event.hub).exists():
-        _copy_new_compliance(table, event.hub, rows, now)  # a first state (or after an inactive hub's cleanup)
-        return ""
-    with connection.cursor() as cursor:
-        _stage_compliance(cursor, rows)
-        cursor.execute("ANALYZE _stage_compliance")  # a temporary table has no statistics: let joins hash
-        # Mark what exists first, so the insert below never reads the table it writes.
-        cursor.execute(
-            f"""
-            UPDATE _stage_compliance AS s SET present = true, changed = t.compliance <> s.compliance
-            FROM {table} t
-            WHERE t.leaf_hub_name = %s AND t.policy_id = s.policy_id AND t.cluster_name = s.cluster_name
-            """,
-            [event.hub],
-        )
-        cursor.execute(
-            f"""
-            UPDATE {table} AS t SET compliance = s.compliance, updated_at = %s FROM _stage_compliance s
-            WHERE s.changed AND t.leaf_hub_name = %s AND t.policy_id = s.policy_id AND t.cluster_name = s.cluster_name
-            """,
-            [now, event.hub],
-        )
-        cursor.execute(
-            f"""
-            INSERT INTO {table} (leaf_hub_name, policy_id, cluster_name, compliance, error, updated_at)
-            SELECT %s, s.policy_id, s.cluster_name, s.compliance, 'none', %s FROM _stage_compliance s
-            WHERE NOT s.present
-            """,
-            [event.hub, now],
-        )
-        cursor.execute(
-            f"""
-            DELETE FROM {table} AS t WHERE t.leaf_hub_name = %s AND NOT EXISTS (
-                SELECT 1 FROM _stage_compliance s WHERE s.policy_id = t.policy_id AND s.cluster_name = t.cluster_name)
-            """,
-            [event.hub],
-        )
+    """One hub's compliance state: :func:`apply_compliance_states` of it alone."""
+    apply_compliance_states([(event, rows)], versions)
     return ""
 
 
-def _copy_new_compliance(table: str, hub: str, rows: list[ComplianceRow], now: datetime) -> None:
-    """A hub with no compliance rows yet: its state goes straight in with COPY (the rows are distinct)."""
-    columns = "leaf_hub_name, policy_id, cluster_name, compliance, error, updated_at"
-    head = copy_text(hub).decode()
-    tails = {status: f"\t{status}\tnone\t{now.isoformat()}\n" for status in Compliance.values}
-    if _needs_copy_escape(cluster for _, cluster, _ in rows):
-        lines = [f"{head}\t{policy_id}\t{copy_text(c).decode()}{tails[status]}" for policy_id, c, status in rows]
-    else:  # the usual case: one formatted string per row, encoded once
-        lines = [f"{head}\t{policy_id}\t{cluster}{tails[status]}" for policy_id, cluster, status in rows]
-    data = "".join(lines).encode("utf-8")
-    with connection.cursor() as cursor, copy_into(cursor, f"COPY {table} ({columns}) FROM STDIN") as copy:
-        copy.write(data)
+def apply_compliance_states(states: Sequence[tuple[StatusEvent, list[ComplianceRow]]], versions: VersionBook) -> None:
+    """Replace each hub's compliance with its state: write what changed, add what is new, hard-delete what is no
+    longer listed. Many hubs' states (one per hub) cost the statements of one.
+
+    Set operations (joins against the staged states) instead of one ``INSERT … ON CONFLICT``: a state is mostly
+    unchanged rows, which a conflict-checked insert would still try one by one (three times slower here). Hubs with
+    no rows yet (a first state, or after an inactive hub's cleanup) go straight in with COPY. Only the consumer
+    holding a hub's partition writes its rows (its advisory lock), so nothing can slip in between.
+    """
+    table = LocalCompliance._meta.db_table
+    now = timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT h FROM unnest(%s::text[]) AS h WHERE EXISTS (SELECT 1 FROM {table} WHERE leaf_hub_name = h)",
+            [[event.hub for event, _ in states]],
+        )
+        known = {hub for (hub,) in cursor.fetchall()}
+        first = [(event.hub, rows) for event, rows in states if event.hub not in known]
+        again = [(event.hub, rows) for event, rows in states if event.hub in known]
+        if first:
+            with copy_into(cursor, f"COPY {table} ({_COMPLIANCE_COLUMNS}) FROM STDIN") as copy:
+                copy.write(_compliance_lines(first, f"\tnone\t{now.isoformat()}"))
+        if again:
+            _replace_compliance(cursor, table, again, now)
+
+
+def _replace_compliance(cursor: Any, table: str, states: list[tuple[str, list[ComplianceRow]]], now: datetime) -> None:
+    _stage_compliance(cursor, states)
+    cursor.execute("ANALYZE _stage_compliance")  # a temporary table has no statistics: let joins hash
+    # Mark what exists first, so the insert below never reads the table it writes.
+    cursor.execute(
+        f"""
+        UPDATE _stage_compliance AS s SET present = true, changed = t.compliance <> s.compliance
+        FROM {table} t
+        WHERE t.leaf_hub_name = s.hub AND t.policy_id = s.policy_id AND t.cluster_name = s.cluster_name
+        """
+    )
+    cursor.execute(
+        f"""
+        UPDATE {table} AS t SET compliance = s.compliance, updated_at = %s FROM _stage_compliance s
+        WHERE s.changed AND t.leaf_hub_name = s.hub AND t.policy_id = s.policy_id AND t.cluster_name = s.cluster_name
+        """,
+        [now],
+    )
+    cursor.execute(
+        f"""
+        INSERT INTO {table} ({_COMPLIANCE_COLUMNS})
+        SELECT s.hub, s.policy_id, s.cluster_name, s.compliance, 'none', %s FROM _stage_compliance s
+        WHERE NOT s.present
+        """,
+        [now],
+    )
+    cursor.execute(
+        f"""
+        DELETE FROM {table} AS t WHERE t.leaf_hub_name = ANY(%s) AND NOT EXISTS (
+            SELECT 1 FROM _stage_compliance s
+            WHERE s.hub = t.leaf_hub_name AND s.policy_id = t.policy_id AND s.cluster_name = t.cluster_name)
+        """,
+        [[hub for hub, _ in states]],
+    )
+
+
+_COMPLIANCE_COLUMNS = "leaf_hub_name, policy_id, cluster_name, compliance, error, updated_at"
+
+
+def _compliance_lines(states: Iterable[tuple[str, list[ComplianceRow]]], tail: str = "") -> bytes:
+    """COPY text lines ``hub, policy, cluster, status`` (then ``tail``, tab-led) of every hub's rows."""
+    lines: list[str] = []
+    for hub, rows in states:
+        head = copy_text(hub).decode()
+        if _needs_copy_escape(cluster for _, cluster, _ in rows):
+            lines += [f"{head}\t{policy}\t{copy_text(c).decode()}\t{status}{tail}\n" for policy, c, status in rows]
+        else:  # the usual case: one formatted string per row, encoded once
+            lines += [f"{head}\t{policy}\t{cluster}\t{status}{tail}\n" for policy, cluster, status in rows]
+    return "".join(lines).encode("utf-8")
 
 
 def _needs_copy_escape(values: Iterable[str]) -> bool:
@@ -305,16 +342,15 @@ def _needs_copy_escape(values: Iterable[str]) -> bool:
     return any(char in text for char in "\\\t\n\r")
 
 
-def _stage_compliance(cursor: Any, rows: list[ComplianceRow]) -> None:
+def _stage_compliance(cursor: Any, states: Iterable[tuple[str, list[ComplianceRow]]]) -> None:
     stage_table(
         cursor,
         "_stage_compliance",
-        "policy_id uuid, cluster_name text, compliance text, "
+        "hub text, policy_id uuid, cluster_name text, compliance text, "
         "present boolean DEFAULT false, changed boolean DEFAULT false",
     )
-    with copy_into(cursor, "COPY _stage_compliance (policy_id, cluster_name, compliance) FROM STDIN") as copy:
-        for row in rows:
-            copy.write_row(row)
+    with copy_into(cursor, "COPY _stage_compliance (hub, policy_id, cluster_name, compliance) FROM STDIN") as copy:
+        copy.write(_compliance_lines(states))
 
 
 # --- local complete compliance (upstream agents only) ---------------------------------------------------------------
@@ -344,7 +380,7 @@ def apply_complete_compliance(event: StatusEvent, rows: list[ComplianceRow], ver
         return ""
     table = LocalCompliance._meta.db_table
     with connection.cursor() as cursor:
-        _stage_compliance(cursor, rows)
+        _stage_compliance(cursor, [(event.hub, rows)])
         cursor.execute(
             f"""
             UPDATE {table} AS t SET compliance = s.compliance, updated_at = now() FROM _stage_compliance s

@@ -73,20 +73,30 @@ class SlotMemory:
 
     seen: bulk.FirstSight | None = None  # the hub had no rows of the type when the batch began
     progress: ResyncProgress | None = None  # the locked ResyncProgress row, once read or written
+    progress_read: bool = False  # ``progress`` is what the database holds (None: no row), no need to ask
     mark: str = ""
     marked: set[str] = field(default_factory=set)  # ids whose rows carry resync mark ``mark``
 
     def keep(self, result: HybridResult) -> None:
         if result.progress is not None:
-            self.progress = result.progress
+            self.progress, self.progress_read = result.progress, True
         for mark, ids in result.marks:
             if mark != self.mark:
                 self.mark, self.marked = mark, set()
             self.marked.update(ids)
 
     def forget(self) -> None:
-        self.progress = None
+        self.progress, self.progress_read = None, False
         self.mark, self.marked = "", set()
+
+    def stored_progress(self, event: StatusEvent) -> ResyncProgress | None:
+        """The (hub, type) resync bookkeeping, locked: from memory once read, else from the database."""
+        if not self.progress_read and self.progress is None:
+            self.progress = (
+                ResyncProgress.objects.select_for_update().filter(hub_id=event.hub, event_type=event.type).first()
+            )
+            self.progress_read = True
+        return self.progress
 
     def marked_with(self, mark: str) -> set[str]:
         return self.marked if mark == self.mark else set()
@@ -211,9 +221,9 @@ def _apply_deletes(
 
 def _receiving_mark(event: StatusEvent, memory: SlotMemory) -> str:
     """A delta that arrives while a resync is being received is newer than that resync's listing: mark it too."""
-    if memory.progress is not None:
-        receiving = memory.progress.outcome == ResyncProgress.Outcome.RECEIVING
-        return memory.progress.resync_id if receiving else ""
+    if memory.progress is not None or memory.progress_read:
+        receiving = memory.progress is not None and memory.progress.outcome == ResyncProgress.Outcome.RECEIVING
+        return memory.progress.resync_id if receiving and memory.progress is not None else ""
     progress = (
         ResyncProgress.objects.filter(hub_id=event.hub, event_type=event.type, outcome=ResyncProgress.Outcome.RECEIVING)
         .values_list("resync_id", flat=True)
@@ -226,9 +236,7 @@ def _resync_progress(
     event: StatusEvent, frame: FrameInfo, now: datetime, result: HybridResult, memory: SlotMemory
 ) -> ResyncProgress | None:
     """Advance the (hub, type) resync bookkeeping for one frame; None when the frame was already applied."""
-    progress = memory.progress or (
-        ResyncProgress.objects.select_for_update().filter(hub_id=event.hub, event_type=event.type).first()
-    )
+    progress = memory.stored_progress(event)
     if frame.kind is FrameKind.BEGIN:
         if progress is not None and progress.resync_id == frame.resync_id:
             return None

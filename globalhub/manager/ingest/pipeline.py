@@ -35,7 +35,7 @@ from globalhub.manager.digests import DIGEST_TABLES
 from globalhub.manager.divergence import Claim, check_digests
 from globalhub.manager.ingest import bulk
 from globalhub.manager.ingest.admission import Mode, Verdict
-from globalhub.manager.ingest.bulk import Meanwhile, first_sight
+from globalhub.manager.ingest.bulk import FirstSight, Meanwhile, hubs_without_rows
 from globalhub.manager.ingest.complete import CompleteKind, FrameBuffer, Incomplete, assemble, sent_time
 from globalhub.manager.ingest.deadletters import dead_letter, refuses_the_data
 from globalhub.manager.ingest.envelope import hub_of_record
@@ -55,7 +55,7 @@ from globalhub.manager.ingest.registry import (
 )
 from globalhub.manager.ingest.totals import Outcome, Totals, save_totals
 from globalhub.manager.ingest.versions import VersionBook
-from globalhub.manager.lifecycle import HeartbeatSeen, Timing, heartbeat_seen, record_transition
+from globalhub.manager.lifecycle import HeartbeatSeen, Timing, heartbeats_seen, record_transition
 from globalhub.manager.models import (
     Hub,
     HubTypeStatus,
@@ -117,6 +117,7 @@ class _Batch:
     inactive: set[str]
     stats: BatchStats
     now: datetime
+    hubs: list[str] = field(default_factory=list)  # every hub of the batch
     pending: dict[tuple[str, EventType], _Pending] = field(default_factory=dict)
     observed: dict[tuple[str, str], Observation] = field(default_factory=dict)
     heartbeats: dict[str, HeartbeatSeen] = field(default_factory=dict)
@@ -147,8 +148,20 @@ class _Batch:
     def memory(self, event: StatusEvent) -> SlotMemory:
         slot = (event.hub, event.type)
         if slot not in self.slots:
-            self.slots[slot] = SlotMemory(seen=first_sight(HYBRID_TYPES[event.type].table, event.hub))
+            self._remember(event.type, event.hub)
         return self.slots[slot]
+
+    def _remember(self, kind: EventType, hub: str) -> None:
+        """What the batch's transaction must know of every batch hub's ``kind`` at its first record of the kind,
+        read for all of them at once: which hubs have no rows yet, and their resync bookkeeping (locked; only
+        this consumer writes these hubs' rows, so the lock order cannot deadlock with another)."""
+        hubs = sorted(name for name in {*self.hubs, hub} if (name, kind) not in self.slots)
+        empty = hubs_without_rows(HYBRID_TYPES[kind].table, hubs)
+        stored = ResyncProgress.objects.select_for_update().filter(hub_id__in=hubs, event_type=kind).order_by("hub_id")
+        progress = {row.hub_id: row for row in stored}
+        for name in hubs:
+            seen = FirstSight() if name in empty else None
+            self.slots[(name, kind)] = SlotMemory(seen=seen, progress=progress.get(name), progress_read=True)
 
     def applied(
         self, event: StatusEvent, verdict: Verdict, full_state: int | None, rows: int, *, whole: bool = True
@@ -202,7 +215,7 @@ def ingest_batch(records: Sequence[Record], *, topic_prefix: str, shared_topic: 
         hubs = _register_hubs(fresh, topic_prefix, shared_topic, now)
         inactive = set(Hub.objects.filter(name__in=hubs, state=Hub.State.INACTIVE).values_list("name", flat=True))
         versions = VersionBook.load(hubs, MODES)
-        batch = _Batch(topic_prefix, shared_topic, versions, OpenRequests.load(hubs), inactive, stats, now)
+        batch = _Batch(topic_prefix, shared_topic, versions, OpenRequests.load(hubs), inactive, stats, now, hubs)
         batch.stalled_states = _stalled_states(hubs)
         _ingest_records(fresh, batch)
         _apply_complete_states(batch)
@@ -419,10 +432,9 @@ def _receiving_chunk(opened: Opened, batch: _Batch) -> SlotMemory | None:
 
 
 def _hub_lifecycle(batch: _Batch) -> None:
-    """Heartbeats read keep hubs alive, and a fresh one brings an inactive hub back. Same transaction."""
-    timing = Timing.from_settings()
-    for hub, seen in sorted(batch.heartbeats.items()):
-        heartbeat_seen(hub, seen, batch.now, timing)
+    """Heartbeats read keep hubs alive, and a fresh one brings an inactive hub back. Same transaction; a fixed
+    number of statements for all the batch's hubs (``lifecycle.heartbeats_seen``)."""
+    heartbeats_seen(batch.heartbeats, batch.now, Timing.from_settings())
 
 
 def _stalled_states(hubs: Sequence[str]) -> set[tuple[str, EventType]]:
@@ -627,9 +639,11 @@ def _offer_complete(event: StatusEvent, batch: _Batch) -> None:
     if not verdict.admitted:
         _superseded(event, batch, verdict.reason)
         return
-    if slot in batch.pending:
+    replaced = batch.pending.get(slot)
+    if replaced is not None:
         batch.stats.superseded += 1  # conflation: a newer complete state of the same slot replaces it
         batch.stats.totals.add(event.type, Outcome.SUPERSEDED)
+        answering = answering | replaced.answers  # a newer whole state answers what the one it replaces did
     batch.pending[slot] = _Pending(event, state, answering)
     batch.versions.processed(event, verdict, batch.now)
 
@@ -638,9 +652,11 @@ def _assemble_and_parse(event: StatusEvent, kind: CompleteKind, batch: _Batch) -
     """(data, "", state) once the state is whole; (None, "", None) while its frames are still coming; (None, why,
     None) when the set is truncated (the removal of its frames is kept). Raises :class:`Rejected` for a bad shape.
     """
-    with transaction.atomic():
+    if event.frame is None or not kind.framed:
+        return event.parsed, "", kind.parse(event.parsed, event)  # no database work: no savepoint needed
+    with transaction.atomic():  # assembly takes the set's stored frames: a rejected state gives them back
         try:
-            data = assemble(event, batch.frames) if event.frame is not None and kind.framed else event.parsed
+            data = assemble(event, batch.frames)
         except Incomplete as incomplete:
             return None, str(incomplete), None
         if data is None:
@@ -649,25 +665,57 @@ def _assemble_and_parse(event: StatusEvent, kind: CompleteKind, batch: _Batch) -
 
 
 def _apply_complete_states(batch: _Batch) -> None:
+    """The newest admitted state of each (hub, type), type by type in ``APPLY_ORDER``. A type that can apply many
+    hubs' states at once does (one set of statements for the batch); should the database refuse that, each state
+    is applied on its own, so the refused one is the only dead letter."""
     for event_type in APPLY_ORDER:
-        for (hub, slot_type), pending in list(batch.pending.items()):
-            if slot_type is not event_type:
-                continue
-            event, state = pending.event, pending.state
-            try:
-                with transaction.atomic():
-                    problem = COMPLETE_TYPES[event_type].apply(event, state, batch.versions)
-            except DatabaseError as error:
-                if not refuses_the_data(error):
-                    raise
-                problem = f"database rejected the data: {error}"
-            if problem:
-                _dead_letter(event.record, Rejected(problem, hub=hub, event_type=event_type), batch.stats)
-                continue
-            objects = len(state) if isinstance(state, list) else 1
-            batch.stats.count(event, objects)
-            batch.observe(event, objects)
-            batch.requests.answer(event, pending.answers)
+        pending = [waiting for (_, kind), waiting in batch.pending.items() if kind is event_type]
+        if pending and _apply_together(COMPLETE_TYPES[event_type], pending, batch):
+            for waiting in pending:
+                _complete_state_applied(waiting, batch)
+            continue
+        for waiting in pending:
+            _apply_complete_state(waiting, batch)
+
+
+def _apply_together(kind: CompleteKind, pending: list[_Pending], batch: _Batch) -> bool:
+    """Apply every state in one go, if the kind can; False when it cannot or the database refused the data."""
+    if kind.apply_states is None:
+        return False
+    try:
+        with transaction.atomic():
+            kind.apply_states([(waiting.event, waiting.state) for waiting in pending], batch.versions)
+    except DatabaseError as error:
+        if not refuses_the_data(error):
+            raise
+        log.info(
+            "%d %s states refused together, applied one by one: %s", len(pending), pending[0].event.type.short, error
+        )
+        return False
+    return True
+
+
+def _apply_complete_state(pending: _Pending, batch: _Batch) -> None:
+    event = pending.event
+    try:
+        with transaction.atomic():
+            problem = COMPLETE_TYPES[event.type].apply(event, pending.state, batch.versions)
+    except DatabaseError as error:
+        if not refuses_the_data(error):
+            raise
+        problem = f"database rejected the data: {error}"
+    if problem:
+        _dead_letter(event.record, Rejected(problem, hub=event.hub, event_type=event.type), batch.stats)
+        return
+    _complete_state_applied(pending, batch)
+
+
+def _complete_state_applied(pending: _Pending, batch: _Batch) -> None:
+    event, state = pending.event, pending.state
+    objects = len(state) if isinstance(state, list) else 1
+    batch.stats.count(event, objects)
+    batch.observe(event, objects)
+    batch.requests.answer(event, pending.answers)
 
 
 def _superseded(event: StatusEvent, batch: _Batch, reason: str, outcome: Outcome = Outcome.SUPERSEDED) -> None:

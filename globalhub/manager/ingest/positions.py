@@ -26,8 +26,14 @@ def claim(records: Sequence[Record]) -> list[Record]:
     """
     partitions = sorted({(record.topic, record.partition) for record in records})
     with connection.cursor() as cursor:
-        for topic, partition in partitions:
-            cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s), %s)", [topic, partition])
+        # One statement, the locks taken in this (sorted) order: the subquery's order is the order the outer scan
+        # calls the function in, as with one statement per partition.
+        cursor.execute(
+            "SELECT count(pg_advisory_xact_lock(hashtext(p.topic), p.partition)) FROM ("
+            "SELECT topic, partition FROM unnest(%s::text[], %s::int[]) WITH ORDINALITY AS u(topic, partition, n) "
+            "ORDER BY n) AS p",
+            [[topic for topic, _ in partitions], [partition for _, partition in partitions]],
+        )
     start = stored_positions(partitions)
     fresh = [r for r in records if r.offset >= start.get((r.topic, r.partition), 0)]
     if len(fresh) < len(records):

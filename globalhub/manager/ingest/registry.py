@@ -30,8 +30,11 @@ from globalhub.manager.ingest.complete import (
     CompleteKind,
     apply_complete_compliance,
     apply_compliance,
+    apply_compliance_states,
     apply_heartbeat,
+    apply_heartbeat_states,
     apply_hub_info,
+    apply_hub_info_states,
     parse_complete_compliance,
     parse_compliance,
     parse_heartbeat,
@@ -124,12 +127,19 @@ LOCAL_POLICY_EVENTS = EventStream(
 # whose version it names (``extdependencyversion``).
 RULES: Final[dict[EventType, Rule]] = {
     EventType.HEARTBEAT: Rule(
-        Mode.COMPLETE, CompleteKind(parse_heartbeat, apply_heartbeat, framed=False), liveness=True
+        Mode.COMPLETE,
+        CompleteKind(parse_heartbeat, apply_heartbeat, framed=False, apply_states=apply_heartbeat_states),
+        liveness=True,
     ),
-    EventType.HUB_INFO: Rule(Mode.COMPLETE, CompleteKind(parse_hub_info, apply_hub_info, framed=False)),
+    EventType.HUB_INFO: Rule(
+        Mode.COMPLETE, CompleteKind(parse_hub_info, apply_hub_info, framed=False, apply_states=apply_hub_info_states)
+    ),
     EventType.MANAGED_CLUSTER: Rule(Mode.HYBRID, MANAGED_CLUSTERS),
     EventType.LOCAL_POLICY_SPEC: Rule(Mode.HYBRID, LOCAL_POLICIES),
-    EventType.LOCAL_COMPLIANCE: Rule(Mode.COMPLETE, CompleteKind(parse_compliance, apply_compliance, framed=True)),
+    EventType.LOCAL_COMPLIANCE: Rule(
+        Mode.COMPLETE,
+        CompleteKind(parse_compliance, apply_compliance, framed=True, apply_states=apply_compliance_states),
+    ),
     EventType.LOCAL_COMPLETE_COMPLIANCE: Rule(
         Mode.COMPLETE, CompleteKind(parse_complete_compliance, apply_complete_compliance, framed=True)
     ),
