@@ -307,6 +307,27 @@ def test_the_hub_list_query_count_does_not_grow_with_the_number_of_hubs(admin_cl
     assert queries_for_hubs(3) == queries_for_hubs(30)
 
 
+@pytest.mark.parametrize("column", ["clusters", "policies", "non_compliant"])
+def test_sorting_the_hub_list_by_a_count_lists_each_hub_once_in_the_counts_order(
+    admin_client: Client, column: str
+) -> None:
+    # "clusters" and "policies" are also the hub's reverse relations: sorted by those, each hub was listed once per
+    # cluster (or policy), in the order of their ids.
+    from globalhub.manager.admin.hubs import HubAdmin
+
+    counts = {fresh("few"): 1, fresh("many"): 3, fresh("some"): 2}
+    for name, n in counts.items():
+        report(name, clusters=n, policies=n, non_compliant=n)
+    position = HubAdmin.list_display.index(column) + 1  # after the action checkbox
+    for order, expected in [(f"-{position}", [3, 2, 1]), (str(position), [1, 2, 3])]:
+        html = admin_client.get(f"/admin/manager/hub/?o={order}").content.decode()
+        listed = re.findall(r'<th class="field-name"><a href="[^"]*">([^<]+)</a>', html)
+        assert sorted(listed) == sorted(counts)
+        assert [counts[name] for name in listed] == expected
+        shown = [int(n) for n in re.findall(rf'<td class="field-{column}">(\d+)</td>', html)]
+        assert shown == expected
+
+
 # --- the hub page ---------------------------------------------------------------------------------------------------
 
 

@@ -39,7 +39,8 @@ MAX_LABEL_FILTER = 500  # characters of the label filter's query parameter: it i
 class LabelFilter(admin.SimpleListFilter):
     """``?label=key=value`` (several: comma-separated, all must match; ``key`` alone: the label is set).
 
-    Uses the JSON containment lookup on ``payload.metadata.labels`` (one indexed-friendly SQL expression).
+    Uses the JSON containment lookup on ``payload.metadata.labels``, which the GIN index ``managed_cluster_labels``
+    (migration 0021) serves; a key alone (``has_key``) is not served by it, and reads every live cluster's payload.
     """
 
     title = "label"

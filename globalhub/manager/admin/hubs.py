@@ -14,6 +14,7 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.utils import quote, unquote
+from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, HttpResponseRedirect
@@ -75,6 +76,22 @@ class HealthFilter(admin.SimpleListFilter):
         return queryset
 
 
+class HubChangeList(ChangeList):
+    """The hub list's sorting: a column computed by the admin sorts by its annotation.
+
+    Django looks a column's name up as a model field first, and ``clusters`` and ``policies`` are also the names of
+    the hub's reverse relations: sorting by them joined every cluster (or policy) to its hub, listing each hub once
+    per row it has, in the order of the rows' ids.
+    """
+
+    def get_ordering_field(self, field_name: Any) -> Any:
+        if isinstance(field_name, str):
+            ordering = getattr(getattr(self.model_admin, field_name, None), "admin_order_field", None)
+            if ordering is not None:
+                return ordering
+        return super().get_ordering_field(field_name)
+
+
 @admin.register(Hub)
 class HubAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     list_display = [
@@ -105,6 +122,9 @@ class HubAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False  # nothing of a hub is edited by hand
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return HubChangeList
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Hub]:
         queryset: QuerySet[Hub] = super().get_queryset(request)

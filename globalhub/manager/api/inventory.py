@@ -82,12 +82,14 @@ def _by_hub_and_state(query: Query, rows: QuerySet[Any], name_field: str) -> Que
 
 
 def _label_filter(rows: QuerySet[ManagedCluster], label: str) -> QuerySet[ManagedCluster]:
-    """``key=value``: the label has that value; ``key``: the cluster has the label."""
+    """``key=value``: the label has that value; ``key``: the cluster has the label.
+
+    Both test ``payload #> '{metadata,labels}'``, the expression the GIN index ``managed_cluster_labels`` holds."""
     key, has_value, value = label.partition("=")
     if not key:
         raise BadParameter(f"label={label!r}: use label=key=value or label=key")
     if has_value:
-        return rows.filter(payload__contains={"metadata": {"labels": {key: value}}})
+        return rows.filter(payload__metadata__labels__contains={key: value})
     return rows.filter(payload__metadata__labels__has_key=key)
 
 
