@@ -8,7 +8,6 @@ import pytest
 
 from globalhub.manager import consumer as consumer_module
 from globalhub.manager.consumer import ConsumerOptions, StatusConsumer
-from globalhub.manager.management.commands.consume_status import limit_malloc_arenas
 from globalhub.protocol.kafka import KafkaSettings
 
 
@@ -80,10 +79,3 @@ def test_what_the_kafka_client_holds_ahead_is_bounded_in_all_and_settable(monkey
     assert config["queued.max.messages.kbytes"] == 32 * 1024
     settable = {"KAFKA_CLIENT_QUEUED_MAX_MESSAGES_KBYTES": "4096"}
     assert client_config(monkeypatch, settable)["queued.max.messages.kbytes"] == "4096"
-
-
-def test_the_consumer_limits_mallocs_arenas_unless_the_environment_does(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
-    assert limit_malloc_arenas() is True  # glibc here: mallopt accepted it
-    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
-    assert limit_malloc_arenas() is False  # glibc read the environment's at start

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import logging
-import os
 import time
 from typing import Any
 
@@ -36,7 +33,6 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        limit_malloc_arenas()
         conf = settings.GLOBALHUB
         consumer = StatusConsumer(
             KafkaSettings.from_env(),
@@ -79,23 +75,3 @@ def announce_start() -> None:
         else:
             log.info("manager start: broadcast resync request #%s", request.pk)
         return
-
-
-M_ARENA_MAX = -8  # glibc's mallopt parameter (malloc.h)
-
-
-def limit_malloc_arenas(arenas: int = 2) -> bool:
-    """Have glibc's malloc keep at most ``arenas`` arenas, unless ``MALLOC_ARENA_MAX`` says otherwise.
-
-    By default glibc gives threads up to eight arenas per core, and librdkafka's threads (one per broker, and
-    more) each fill their own with fetched records that are freed later: in a 1,000-hub broadcast two arenas took
-    the consumer's peak RSS from 325 to 218 MiB (``bench/fleet_broadcast.py``, docs/scaling.md). Called before the
-    Kafka client starts its threads. False where it cannot apply (not glibc).
-    """
-    if os.environ.get("MALLOC_ARENA_MAX"):
-        return False  # glibc read it at start
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.mallopt(M_ARENA_MAX, arenas))
-    except (OSError, AttributeError):
-        return False
