@@ -15,7 +15,7 @@ from datetime import timedelta
 
 import pytest
 import time_machine
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType  # type: ignore[attr-defined]
 
 from globalhub.manager.ingest.pipeline import ingest_batch
@@ -33,7 +33,22 @@ def create_upstream_topic(settings: KafkaSettings, topic: str) -> None:
     """A topic as upstream's operator makes it: the producer's timestamps, its own retention."""
     admin = AdminClient(settings.client_config())
     admin.create_topics([NewTopic(topic, num_partitions=1, config=UPSTREAM_STYLE)])[topic].result(30)
-    wait_for(lambda: topic_config(settings, topic).get("message.timestamp.type") == "CreateTime", timeout=30)
+    wait_for(lambda: config_once_known(settings, topic).get("message.timestamp.type") == "CreateTime", timeout=30)
+
+
+def broker_clock(settings: KafkaSettings, topic: str) -> bool:
+    return topic_config(settings, topic)["message.timestamp.type"] == "LogAppendTime"
+
+
+def config_once_known(settings: KafkaSettings, topic: str) -> dict[str, str | None]:
+    """:func:`topic_config`, or nothing while the broker does not know the topic yet: right after its creation a
+    describe can still answer "unknown topic" (the metadata is on its way), which is "not yet", not a failure."""
+    try:
+        return topic_config(settings, topic)
+    except KafkaException as error:
+        if error.args[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+            return {}
+        raise
 
 
 def topic_config(settings: KafkaSettings, topic: str) -> dict[str, str | None]:
@@ -64,8 +79,9 @@ def test_the_agent_switches_an_existing_status_topic_to_the_brokers_clock_and_le
 
     ensure_topics(kafka_settings, [topic], STATUS_TOPIC_CONFIG)  # what the agent runs before its first send
 
+    # The broker applies an accepted change moments later (KRaft metadata): wait for it rather than read it once.
+    wait_for(lambda: broker_clock(kafka_settings, topic), timeout=30, what=f"{topic} on the broker's clock")
     config = topic_config(kafka_settings, topic)
-    assert config["message.timestamp.type"] == "LogAppendTime"
     assert config["retention.ms"] == UPSTREAM_STYLE["retention.ms"]  # the operator's other choices stay
 
 
@@ -107,7 +123,8 @@ def test_the_managers_probe_task_switches_status_topics_upstream_created(
     assert report.changed == {upstream: {"message.timestamp.type": "CreateTime"}}
     assert report.already == [ours] and report.failed == {}
     assert f"topic {upstream}: set message.timestamp.type=LogAppendTime (was CreateTime)" in caplog.text
-    assert topic_config(kafka_settings, upstream)["message.timestamp.type"] == "LogAppendTime"
+    # Applied by the broker moments after it was accepted.
+    wait_for(lambda: broker_clock(kafka_settings, upstream), timeout=30, what=f"{upstream} on the broker's clock")
     assert topic_config(kafka_settings, other)["message.timestamp.type"] == "CreateTime"  # not a status topic
 
     # Checked topics are not asked again at every pass (only after ``recheck``).
