@@ -259,8 +259,7 @@ def start_manager(env: dict[str, str], ports: list[int], log_dir: Path, phase: s
         Process(
             f"{phase}-consumer-{index}",
             python_argv("manage.py", "consume_status"),
-            # As deployed (docker-compose.yml, docs/scaling.md): two malloc arenas.
-            {"MALLOC_ARENA_MAX": "2", **env, "GH_CONSUMER_METRICS_ADDR": f"127.0.0.1:{port}"},
+            {**env, "GH_CONSUMER_METRICS_ADDR": f"127.0.0.1:{port}"},
             log_dir,
         )
         for index, port in enumerate(ports)
