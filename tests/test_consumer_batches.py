@@ -76,6 +76,6 @@ def client_config(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> dict[
 def test_what_the_kafka_client_holds_ahead_is_bounded_in_all_and_settable(monkeypatch: pytest.MonkeyPatch) -> None:
     config = client_config(monkeypatch, {})
     assert config["max.partition.fetch.bytes"] == 1024 * 1024
-    assert config["queued.max.messages.kbytes"] == 32 * 1024
+    assert config["queued.max.messages.kbytes"] == 8 * 1024
     settable = {"KAFKA_CLIENT_QUEUED_MAX_MESSAGES_KBYTES": "4096"}
     assert client_config(monkeypatch, settable)["queued.max.messages.kbytes"] == "4096"

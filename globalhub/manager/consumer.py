@@ -116,9 +116,11 @@ class StatusConsumer:
             **options.membership_config(),
             # What librdkafka fetches ahead, per partition and in all: with one partition per hub, 10 MiB per
             # partition let a 1,000-hub consumer hold hundreds of MB of prefetched records. A record larger than
-            # the per-partition size is still fetched whole (KIP-74): frames are at most 800 KiB.
+            # the per-partition size is still fetched whole (KIP-74): frames are at most 800 KiB. 8 MiB in all
+            # (it was 32) took a 1,000-hub broadcast's peak RSS from 320-379 to 185 MiB at the same speed
+            # (bench/fleet_broadcast.py, docs/scaling.md): the ingest takes under 10 MB/s, so 8 MiB is ahead enough.
             "max.partition.fetch.bytes": 1024 * 1024,
-            "queued.max.messages.kbytes": 32 * 1024,
+            "queued.max.messages.kbytes": 8 * 1024,
             **settings.client_config(),
         }
         config.update(
